@@ -1,0 +1,1 @@
+"""fedlab's built-in methods, one module each, registered as ``fedlab.methods`` entry points."""

@@ -1,0 +1,3 @@
+from fedlab_cli.cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""The ``fedlab`` command: verbs that parse, call the engine, and print."""
+
+from __future__ import annotations
+
+import typer
+
+from fedlab_cli.cli.list_cmd import list_command
+from fedlab_cli.cli.run_cmd import run_command
+
+app = typer.Typer(
+    name="fedlab",
+    help="Low-data personalized federated learning: run, compare and inspect methods.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("run")(run_command)
+app.command("list")(list_command)
+
+
+def main() -> None:
+    app()

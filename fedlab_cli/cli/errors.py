@@ -1,0 +1,25 @@
+"""Turn fedlab's errors into one line on stderr and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+from fedlab_cli.errors import FedlabError, TrainingDivergedError
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Inside this block a FedlabError ends the command with its one-line message."""
+    try:
+        yield
+    except (FedlabError, TrainingDivergedError) as err:
+        raise fail(str(err), err.exit_code) from None

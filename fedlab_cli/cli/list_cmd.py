@@ -1,0 +1,73 @@
+"""``fedlab list``: what methods, models, datasets and presets this installation offers."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedlab_cli.cli.errors import user_errors
+from fedlab_cli.cli.presets import list_presets
+from fedlab_cli.data.registry import DATASETS
+from fedlab_cli.engine.registry import available_methods, load_method
+from fedlab_cli.models import MODELS
+
+
+class Listing(str, Enum):
+    methods = "methods"
+    models = "models"
+    datasets = "datasets"
+    presets = "presets"
+
+
+def _rows(what: Listing) -> list[dict]:
+    if what is Listing.methods:
+        rows = []
+        for name, entry in sorted(available_methods().items()):
+            cls = load_method(name)
+            rows.append(
+                {
+                    "name": name,
+                    "entry_point": entry.value,
+                    "final_metric": cls.final_accuracy,
+                    "params": json.dumps(cls.Params().model_dump()),
+                    "description": cls.description,
+                }
+            )
+        return rows
+    if what is Listing.models:
+        return [{"name": m.name, "description": m.description} for m in MODELS.values()]
+    if what is Listing.datasets:
+        return [
+            {
+                "name": d.name,
+                "classes": d.num_classes,
+                "image": "x".join(map(str, d.image_shape)),
+                "train_pool": d.train_pool,
+                "test_pool": d.test_pool,
+                "source": d.source,
+            }
+            for d in DATASETS.values()
+        ]
+    return [{"name": name, "path": str(path)} for name, path in list_presets().items()]
+
+
+def list_command(
+    what: Listing = typer.Argument(..., help="methods, models, datasets or presets"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the installed methods, models, datasets or presets."""
+    with user_errors():
+        rows = _rows(what)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=what.value)
+    for column in rows[0] if rows else ["name"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)

@@ -1,0 +1,113 @@
+"""``fedlab run``: one federated run from a spec into a run directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fedlab_cli.cli.errors import fail, user_errors
+from fedlab_cli.cli.presets import find_spec
+from fedlab_cli.engine.federation import run
+from fedlab_cli.engine.session import RunSession
+from fedlab_cli.report.live import LiveRoundView, summary_table
+from fedlab_cli.spec.load import load_spec
+
+
+def run_command(
+    spec: str | None = typer.Argument(
+        None, help="Run spec YAML, or a preset name (see `fedlab list presets`)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a spec key, e.g. --set training.lr=0.05 (repeatable)."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue this run directory from its last checkpoint."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view or summary table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Train one federation of clients and write its run directory."""
+    console = Console(stderr=as_json, quiet=quiet)
+    with user_errors():
+        if resume is not None:
+            if spec is not None or overrides:
+                raise fail("--resume takes no spec and no --set: the run dir holds its spec")
+            if (resume / "summary.json").is_file():
+                session = None
+                summary = json.loads((resume / "summary.json").read_text())
+                console.print(f"[green]{resume} is already complete.[/green]")
+            else:
+                session = _with_decode_progress(console, lambda p: RunSession.resume(resume, p))
+        else:
+            if spec is None:
+                raise fail("give a run spec (or a preset name), or --resume RUN_DIR")
+            path = find_spec(spec)
+            resolved = load_spec(path, overrides)
+            out = resolved.spec.output.dir or _default_dir(path, resolved.spec.method.name)
+            session = _with_decode_progress(console, lambda p: RunSession.start(resolved, out, p))
+        if session is not None:
+            summary = _train(session, console)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        target = str(resume if resume is not None else session.run_dir.path)
+        console.print(summary_table(summary, target))
+
+
+def _train(session: RunSession, console: Console) -> dict:
+    if session.notice:
+        Console(stderr=True).print(f"[bold yellow]WARNING:[/bold yellow] {session.notice}")
+    fed = session.federation
+    spec = session.resolved.spec
+    title = (
+        f"{spec.method.name} · {spec.data.dataset} · {spec.model.name} · "
+        f"{spec.data.num_clients} clients · seed {spec.seed} · {fed.device} · "
+        f"→ {session.run_dir.path}"
+    )
+    try:
+        with LiveRoundView(console, title, fed.rounds, fed.next_round) as view:
+            run(fed, on_round=[session.on_round, view.update])
+    except KeyboardInterrupt:
+        print(
+            f"interrupted after round {fed.next_round - 1}; continue with "
+            f"`fedlab run --resume {session.run_dir.path}`",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
+    return session.finish()
+
+
+def _with_decode_progress(console: Console, action):
+    """Run ``action(progress_callback)`` with a progress bar for first-time dataset decoding."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        return action(progress)
+
+
+def _default_dir(spec_path: Path, method: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{spec_path.stem}-{method}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

@@ -1,0 +1,176 @@
+"""The round loop: local training, evaluate, aggregate, after-aggregate, evaluate, log.
+
+``Federation`` holds everything a run needs in memory; ``run`` drives it round by round and
+hands each round's record to callbacks (the run directory writer, the live view), so tracking
+and checkpointing stay out of the loop itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedlab_cli.data.augment import test_transform, train_transform
+from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.data.partition import ClientSplits
+from fedlab_cli.engine.client_data import ClientData
+from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.sequential import SequentialStrategy
+from fedlab_cli.errors import FedlabError, TrainingDivergedError
+from fedlab_cli.models import build
+from fedlab_cli.spec.load import ResolvedSpec
+
+
+@dataclass
+class RoundRecord:
+    """What one round measured; ``acc_*`` are None on rounds that are not evaluated."""
+
+    round: int
+    loss: float
+    acc_local: float | None
+    acc_agg: float | None
+    seconds: float
+    participants: int
+    acc_local_clients: list[float] | None
+    acc_agg_clients: list[float] | None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Federation:
+    """A population of clients, their data, a method and a strategy, ready to run rounds."""
+
+    def __init__(
+        self,
+        resolved: ResolvedSpec,
+        dataset: ImageDataset,
+        splits: ClientSplits,
+        device: torch.device,
+    ) -> None:
+        spec = resolved.spec
+        self.spec = spec
+        self.device = device
+        torch.manual_seed(spec.seed)
+        model = build(spec.model.name, dataset.num_classes, in_channels=dataset.image_shape[0])
+        check_model_accepts(model, dataset)
+        self.model = model.to(device)
+        self.population = Population.replicate(model, spec.data.num_clients, device)
+        self.method = resolved.method_cls(resolved.method_params)
+        self.data = ClientData.build(
+            dataset,
+            splits,
+            device,
+            train_transform(dataset.name, spec.data.augment),
+            test_transform(dataset.name),
+        )
+        self.strategy = SequentialStrategy(self.model, spec.training)
+        self.generator = torch.Generator(device=device).manual_seed(spec.seed)
+        self.next_round = 0
+
+    @property
+    def rounds(self) -> int:
+        return self.spec.federation.rounds
+
+    def participants(self, round_index: int) -> list[int]:
+        """All clients, or a fresh sample of them each round (seeded by seed and round)."""
+        num_clients = self.spec.data.num_clients
+        share = self.spec.federation.participation
+        if share >= 1.0:
+            return list(range(num_clients))
+        rng = np.random.default_rng([self.spec.seed, round_index])
+        count = max(1, round(share * num_clients))
+        return sorted(rng.choice(num_clients, size=count, replace=False).tolist())
+
+    def is_eval_round(self, round_index: int) -> bool:
+        return (round_index + 1) % self.spec.eval.every == 0 or round_index == self.rounds - 1
+
+    def run_round(self) -> RoundRecord:
+        t = self.next_round
+        start = time.perf_counter()
+        clients = self.participants(t)
+        losses = self.strategy.train(self.population, clients, self.data, self.generator)
+        check_finite(losses, clients, t)
+        evaluate = self.is_eval_round(t)
+        acc_local = self.strategy.evaluate(self.population, self.data) if evaluate else None
+        if self.method.aggregates:
+            chosen = torch.tensor(clients, device=self.device)
+            weights = self.data.train_counts[clients].to(self.device)
+            self.method.aggregate(self.population, chosen, weights)
+            self.method.after_aggregate(self.population, t)
+            acc_agg = self.strategy.evaluate(self.population, self.data) if evaluate else None
+        else:
+            acc_agg = acc_local
+        self.next_round = t + 1
+        return RoundRecord(
+            round=t,
+            loss=float(losses.mean()),
+            acc_local=_mean(acc_local),
+            acc_agg=_mean(acc_agg),
+            seconds=time.perf_counter() - start,
+            participants=len(clients),
+            acc_local_clients=_listed(acc_local),
+            acc_agg_clients=_listed(acc_agg),
+        )
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-exactly after this round (on CPU)."""
+        return {
+            "next_round": self.next_round,
+            "population": self.population.state_dict(),
+            "method": self.method.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_round = state["next_round"]
+        self.population.load_state_dict(state["population"])
+        self.method.load_state_dict(state["method"])
+        self.generator.set_state(state["generator"])
+
+
+def run(federation: Federation, on_round: Sequence[Callable[[RoundRecord], None]] = ()) -> None:
+    """Run the remaining rounds, handing every round's record to each callback in turn."""
+    while federation.next_round < federation.rounds:
+        record = federation.run_round()
+        for callback in on_round:
+            callback(record)
+
+
+def check_model_accepts(model: torch.nn.Module, dataset: ImageDataset) -> None:
+    """Fail early, with one line, when a model cannot take this dataset's images."""
+    probe = torch.zeros(2, *dataset.image_shape)
+    try:
+        with torch.no_grad():
+            model.eval()(probe)
+    except RuntimeError:
+        shape = "x".join(map(str, dataset.image_shape))
+        raise FedlabError(
+            f"model.name: {type(model).__name__} does not accept the {shape} images of "
+            f"dataset {dataset.name!r}"
+        ) from None
+    finally:
+        model.train()
+
+
+def check_finite(losses: Tensor, clients: list[int], round_index: int) -> None:
+    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+    if bad:
+        client = clients[bad[0]]
+        raise TrainingDivergedError(
+            f"training diverged: loss {float(losses[bad[0]])} on client {client} in round "
+            f"{round_index}; lower training.lr or check the data"
+        )
+
+
+def _mean(acc: Tensor | None) -> float | None:
+    return None if acc is None else float(acc.mean())
+
+
+def _listed(acc: Tensor | None) -> list[float] | None:
+    return None if acc is None else [round(float(a), 4) for a in acc]

@@ -1,0 +1,122 @@
+"""The run directory: everything a result needs to be trusted and redone.
+
+Layout: ``spec.yaml`` (resolved), ``partition.json``, ``metrics.jsonl`` (one line per round),
+``checkpoints/round_NNNN.pt``, ``summary.json``. Whole-file writes go to a temporary file and
+are renamed into place, so a crash never leaves a half-written file; a run is complete only
+once ``summary.json`` exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPEC, PARTITION, METRICS, SUMMARY, CHECKPOINTS = (
+    "spec.yaml",
+    "partition.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def is_complete(self) -> bool:
+        return (self.path / SUMMARY).is_file()
+
+    @property
+    def is_run(self) -> bool:
+        return (self.path / SPEC).is_file() and (self.path / PARTITION).is_file()
+
+    def create(self, spec_yaml: str, partition: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / PARTITION, json.dumps(partition))
+        atomic_write_text(self.path / SPEC, spec_yaml)
+
+    def append_metrics(self, record: dict) -> None:
+        """One JSON line per round, written with one call and flushed to disk."""
+        with open(self.path / METRICS, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def metrics(self) -> list[dict]:
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a crash: everything after it is void
+        return records
+
+    def keep_metrics_through(self, last_round: int) -> list[dict]:
+        """Drop metric lines after ``last_round`` (rounds redone on resume); returns the kept."""
+        kept = [r for r in self.metrics() if r["round"] <= last_round]
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def checkpoint_path(self, round_index: int) -> Path:
+        return self.path / CHECKPOINTS / f"round_{round_index:04d}.pt"
+
+    def checkpoints(self) -> list[Path]:
+        return sorted((self.path / CHECKPOINTS).glob("round_*.pt"))
+
+    def save_checkpoint(self, round_index: int, state: dict, keep: int) -> None:
+        atomic_torch_save(state, self.checkpoint_path(round_index))
+        if keep:
+            for old in self.checkpoints()[:-keep]:
+                old.unlink()
+
+    def latest_checkpoint(self) -> dict | None:
+        found = self.checkpoints()
+        return torch.load(found[-1], weights_only=True) if found else None
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")
+
+    def summary(self) -> dict:
+        return json.loads((self.path / SUMMARY).read_text())

@@ -1,0 +1,128 @@
+"""Start, resume and finish a run: validation first, then the run directory, then rounds.
+
+Everything that can reject the input (spec, dataset files, partition size, model shape) runs
+before the run directory is created, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedlab_cli.data.partition import ClientSplits, split_clients
+from fedlab_cli.data.registry import load_dataset
+from fedlab_cli.engine.device import resolve_device
+from fedlab_cli.engine.federation import Federation, RoundRecord
+from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
+from fedlab_cli.errors import FedlabError
+from fedlab_cli.spec.load import ResolvedSpec, load_spec
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunSession:
+    """One run being trained into its run directory."""
+
+    resolved: ResolvedSpec
+    run_dir: RunDir
+    federation: Federation
+    records: list[dict]
+    notice: str | None = None
+
+    @classmethod
+    def start(
+        cls, resolved: ResolvedSpec, path: Path, progress: Progress | None = None
+    ) -> RunSession:
+        """Validate everything, then create the run directory at ``path``."""
+        run_dir = RunDir(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FedlabError(
+                f"output.dir: {str(path)!r} already exists; choose another or resume it "
+                f"with `fedlab run --resume {path}`"
+            )
+        federation, splits, notice = _build(resolved, None, progress)
+        run_dir.create(resolved.to_yaml(), splits.to_json())
+        return cls(resolved, run_dir, federation, [], notice)
+
+    @classmethod
+    def resume(cls, path: Path, progress: Progress | None = None) -> RunSession:
+        """Continue a run from its last checkpoint, with the numbers an uninterrupted run gives."""
+        run_dir = RunDir(path)
+        if not run_dir.is_run:
+            raise FedlabError(f"--resume: {str(path)!r} is not a run directory (no {SPEC})")
+        resolved = load_spec(path / SPEC)
+        splits = ClientSplits.from_json(json.loads((path / PARTITION).read_text()))
+        federation, _, notice = _build(resolved, splits, progress)
+        state = run_dir.latest_checkpoint()
+        if state is not None:
+            federation.load_state_dict(state)
+        records = run_dir.keep_metrics_through(federation.next_round - 1)
+        return cls(resolved, run_dir, federation, records, notice)
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Log the round; checkpoint every ``output.checkpoint_every`` rounds and at the end."""
+        line = record.to_json()
+        self.run_dir.append_metrics(line)
+        self.records.append(line)
+        out = self.resolved.spec.output
+        done = record.round + 1
+        if done % out.checkpoint_every == 0 or done == self.federation.rounds:
+            self.run_dir.save_checkpoint(
+                record.round, self.federation.state_dict(), out.keep_checkpoints
+            )
+
+    def finish(self) -> dict:
+        summary = summarize(self.resolved, self.records, str(self.federation.device))
+        self.run_dir.write_summary(summary)
+        return summary
+
+
+def _build(
+    resolved: ResolvedSpec, splits: ClientSplits | None, progress: Progress | None
+) -> tuple[Federation, ClientSplits, str | None]:
+    spec = resolved.spec
+    device, notice = resolve_device(spec.engine.device)
+    dataset = load_dataset(spec.data.dataset, spec.data.root, spec.data.download, progress)
+    if splits is None:
+        splits = split_clients(
+            dataset.train_labels.numpy(),
+            dataset.test_labels.numpy(),
+            spec.data.num_clients,
+            spec.data.alpha,
+            spec.data.train_per_client,
+            spec.data.test_per_client,
+            spec.seed,
+        )
+    return Federation(resolved, dataset, splits, device), splits, notice
+
+
+def summarize(resolved: ResolvedSpec, records: list[dict], device: str) -> dict:
+    """Final and best accuracies (in %), and which one is the method's result (decision 2)."""
+    evaluated = [r for r in records if r["acc_agg"] is not None]
+    last = evaluated[-1]
+    best = {}
+    for key in ("acc_local", "acc_agg"):
+        top = max(evaluated, key=lambda r, k=key: r[k])
+        best[key] = {"value": top[key], "round": top["round"]}
+    metric = resolved.method_cls.final_accuracy
+    return {
+        "method": resolved.spec.method.name,
+        "dataset": resolved.spec.data.dataset,
+        "model": resolved.spec.model.name,
+        "seed": resolved.spec.seed,
+        "rounds": len(records),
+        "final_metric": metric,
+        "final_accuracy": last[metric],
+        "best_accuracy": best[metric]["value"],
+        "final": {"acc_local": last["acc_local"], "acc_agg": last["acc_agg"]},
+        "best": best,
+        "final_acc_clients": last[f"{metric}_clients"],
+        "client_std": float(np.std(last[f"{metric}_clients"])),
+        "wall_seconds": round(sum(r["seconds"] for r in records), 3),
+        "device": device,
+    }

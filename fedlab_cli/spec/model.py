@@ -1,0 +1,96 @@
+"""The run spec: every knob of a federated run, typed and range-checked by pydantic.
+
+Unknown keys are rejected everywhere, so a typo never silently falls back to a default. The
+method section holds ``name`` plus that method's own typed parameters, validated by the
+method's ``Params`` model once the name is known (see ``fedlab_cli.spec.load``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fedlab_cli.data.registry import DATASETS
+from fedlab_cli.models import MODELS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSpec(_Section):
+    dataset: str
+    root: Path = Path("data")
+    download: bool = True
+    num_clients: int = Field(100, ge=1)
+    alpha: float = Field(0.1, gt=0)
+    train_per_client: int = Field(100, ge=1)
+    test_per_client: int = Field(400, ge=1)
+    augment: bool = True
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset (known: {', '.join(sorted(DATASETS))})")
+        return name
+
+
+class ModelSpec(_Section):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model (known: {', '.join(sorted(MODELS))})")
+        return name
+
+
+class FederationSpec(_Section):
+    rounds: int = Field(300, ge=1)
+    participation: float = Field(1.0, gt=0, le=1)
+
+
+class TrainingSpec(_Section):
+    local_epochs: int = Field(5, ge=1)
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class MethodSpec(BaseModel):
+    """``name`` plus the method's own parameters (extras, until the method validates them)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class EvalSpec(_Section):
+    every: int = Field(1, ge=1)
+
+
+class EngineSpec(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    strategy: Literal["auto", "sequential"] = "auto"
+
+
+class OutputSpec(_Section):
+    dir: Path | None = None
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=0, description="0 keeps every checkpoint")
+
+
+class RunSpec(_Section):
+    data: DataSpec
+    model: ModelSpec
+    federation: FederationSpec = FederationSpec()
+    training: TrainingSpec = TrainingSpec()
+    method: MethodSpec
+    eval: EvalSpec = EvalSpec()
+    engine: EngineSpec = EngineSpec()
+    seed: int = Field(0, ge=0)
+    output: OutputSpec = OutputSpec()
