@@ -1,0 +1,193 @@
+"""Batched, on-device versions of the reference's per-image torchvision transforms.
+
+The reference (REFERENCE.md §1, transform table) applies, per dataset and in this order:
+
+- ``cifar10``: ToTensor only, train and test (no augmentation, no normalization);
+- ``cifar100``: train = HorizontalFlip(0.5) -> Rotation(15) -> ToTensor -> Normalize ->
+  RandomCrop(32, padding=4) (crop last, on the normalized tensor, zero padding);
+  test = ToTensor -> Normalize;
+- ``tinyimagenet``: as cifar100 with the same CIFAR-100 constants, but no crop;
+- ``digits``: ToTensor only (a flip would change a digit's identity).
+
+Here each step is one tensor op over the whole batch, on whatever device the images live on, and
+every random draw comes from the caller's ``torch.Generator`` so a run is reproducible and can be
+resumed from a saved generator state. Draw order per batch: flips, angles, crop offsets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fedlab_cli.errors import FedlabError
+
+BatchTransform = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+CIFAR100_MEAN = (0.507, 0.487, 0.441)
+CIFAR100_STD = (0.267, 0.256, 0.276)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One dataset's transform: uint8 ``[B, C, H, W]`` in, float32 of the same shape out.
+
+    Steps run in the reference order: flip, rotation (both on 0..255 values, zero fill), scale to
+    [0, 1], normalize, then the padded random crop.
+    """
+
+    flip: bool = False
+    rotate_degrees: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_padding: int = 0
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        _check_batch(images)
+        x = images.float()
+        if self.flip:
+            x = horizontal_flip(x, random_flips(len(x), generator, x.device))
+        if self.rotate_degrees:
+            x = rotate(x, random_angles(len(x), self.rotate_degrees, generator, x.device))
+        x = x.div(255.0)
+        if self.mean is not None and self.std is not None:
+            x = normalize(x, self.mean, self.std)
+        if self.crop_padding:
+            tops, lefts = random_offsets(len(x), 2 * self.crop_padding, generator, x.device)
+            x = padded_crop(x, self.crop_padding, tops, lefts)
+        return x
+
+
+_TO_TENSOR = Pipeline()
+_NORMALIZE = Pipeline(mean=CIFAR100_MEAN, std=CIFAR100_STD)
+_TRAIN = {
+    "cifar10": _TO_TENSOR,
+    "cifar100": Pipeline(
+        flip=True, rotate_degrees=15.0, mean=CIFAR100_MEAN, std=CIFAR100_STD, crop_padding=4
+    ),
+    "tinyimagenet": Pipeline(flip=True, rotate_degrees=15.0, mean=CIFAR100_MEAN, std=CIFAR100_STD),
+    "digits": _TO_TENSOR,
+}
+_TEST = {
+    "cifar10": _TO_TENSOR,
+    "cifar100": _NORMALIZE,
+    "tinyimagenet": _NORMALIZE,
+    "digits": _TO_TENSOR,
+}
+
+
+def train_transform(dataset: str, augment: bool) -> BatchTransform:
+    """The reference training transform; with ``augment=False`` it is the test transform."""
+    _check_name(dataset)
+    return _TRAIN[dataset] if augment else _TEST[dataset]
+
+
+def test_transform(dataset: str) -> BatchTransform:
+    """The reference evaluation transform (deterministic; the generator is not used)."""
+    _check_name(dataset)
+    return _TEST[dataset]
+
+
+test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported
+
+
+def random_flips(
+    batch: int, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """Which samples to flip: bool ``[B]``, each True with probability 0.5."""
+    return torch.rand(batch, generator=generator, device=device) < 0.5
+
+
+def random_angles(
+    batch: int, degrees: float, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """Per-sample angles uniform in ``[-degrees, degrees]``, like ``RandomRotation(degrees)``."""
+    return (torch.rand(batch, generator=generator, device=device) * 2.0 - 1.0) * degrees
+
+
+def random_offsets(
+    batch: int, span: int, generator: torch.Generator | None, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample crop corners ``(top, left)``, each uniform over the integers ``0..span``."""
+    tops = torch.randint(0, span + 1, (batch,), generator=generator, device=device)
+    lefts = torch.randint(0, span + 1, (batch,), generator=generator, device=device)
+    return tops, lefts
+
+
+def horizontal_flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the samples where ``mask`` is True; the others are unchanged."""
+    return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by its own angle, counter-clockwise for positive degrees.
+
+    Same semantics as torchvision's ``rotate(img, angle, NEAREST)`` with the defaults of
+    ``RandomRotation``: about the image centre, nearest neighbour, no expand, zero fill. Each
+    output pixel centre is mapped back into the input by the inverse rotation and takes the
+    nearest input pixel. Integer dtypes go through float and back (exact: no interpolation).
+    """
+    batch, _, height, width = images.shape
+    radians = degrees.to(device=images.device, dtype=torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zeros = torch.zeros_like(cos)
+    # Inverse map in centred pixel coordinates with y pointing down: a counter-clockwise turn on
+    # screen samples input (x, y) = (cos*x' - sin*y', sin*x' + cos*y'). affine_grid works in
+    # coordinates normalised by half-width and half-height, hence the aspect factors.
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin * (height / width), zeros], dim=-1),
+            torch.stack([sin * (width / height), cos, zeros], dim=-1),
+        ],
+        dim=1,
+    )
+    source = images if images.is_floating_point() else images.float()
+    grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    out = F.grid_sample(
+        source, grid.to(source.dtype), mode="nearest", padding_mode="zeros", align_corners=False
+    )
+    return out if images.is_floating_point() else out.round().to(images.dtype)
+
+
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """``(x - mean) / std`` per channel, as torchvision's ``Normalize``."""
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images - mean_t) / std_t
+
+
+def padded_crop(
+    images: torch.Tensor, padding: int, tops: torch.Tensor, lefts: torch.Tensor
+) -> torch.Tensor:
+    """Zero-pad by ``padding`` on every side, then cut each sample's ``H x W`` window at
+    ``(tops[b], lefts[b])`` of the padded image — ``RandomCrop(size, padding)`` in one gather."""
+    batch, channels, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    device = images.device
+    rows = (tops.to(device).view(-1, 1) + torch.arange(height, device=device)).view(
+        batch, 1, height, 1
+    )
+    cols = (lefts.to(device).view(-1, 1) + torch.arange(width, device=device)).view(
+        batch, 1, 1, width
+    )
+    samples = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+    chans = torch.arange(channels, device=device).view(1, channels, 1, 1)
+    return padded[samples, chans, rows, cols]
+
+
+def _check_batch(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(
+            f"expected a uint8 [B, C, H, W] batch, got {images.dtype} {tuple(images.shape)}"
+        )
+
+
+def _check_name(dataset: str) -> None:
+    if dataset not in _TEST:
+        known = ", ".join(sorted(_TEST))
+        raise FedlabError(f"data.dataset: no transform for dataset '{dataset}' (known: {known})")

@@ -1,0 +1,182 @@
+"""CIFAR-10 and CIFAR-100 from the official python-pickle release.
+
+Sample order is file order (data_batch_1..5, then test_batch; CIFAR-100 ``train`` then ``test``),
+which is the order torchvision's CIFAR classes use and therefore the order the reference
+partition indexes into (REFERENCE.md decision 11).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.errors import DatasetUnavailableError
+
+ProgressFn = Callable[[str, int, int], None]
+
+_SIDE = 32
+_PIXELS = 3 * _SIDE * _SIDE
+
+
+@dataclass(frozen=True)
+class CifarRelease:
+    """Where one CIFAR variant lives on disk and on the web."""
+
+    name: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+    url: str
+    md5: str
+
+
+CIFAR10 = CifarRelease(
+    name="cifar10",
+    folder="cifar-10-batches-py",
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_files=("test_batch",),
+    label_key="labels",
+    num_classes=10,
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    md5="c58f30108f718f92721af3b95e74349a",
+)
+
+CIFAR100 = CifarRelease(
+    name="cifar100",
+    folder="cifar-100-python",
+    train_files=("train",),
+    test_files=("test",),
+    label_key="fine_labels",
+    num_classes=100,
+    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    md5="eb9058c3a382ffc7106e4002c42a8d85",
+)
+
+
+def load_cifar10(root: Path, download: bool, progress: ProgressFn | None = None) -> ImageDataset:
+    """CIFAR-10 decoded to uint8 ``[N, 3, 32, 32]`` (50 000 train, 10 000 test)."""
+    return load_cifar(CIFAR10, root, download, progress)
+
+
+def load_cifar100(root: Path, download: bool, progress: ProgressFn | None = None) -> ImageDataset:
+    """CIFAR-100 with its 100 fine labels, decoded to uint8 ``[N, 3, 32, 32]``."""
+    return load_cifar(CIFAR100, root, download, progress)
+
+
+def load_cifar(
+    release: CifarRelease, root: Path, download: bool, progress: ProgressFn | None = None
+) -> ImageDataset:
+    """Decode one CIFAR release under ``root``, downloading it first if absent and allowed."""
+    root = Path(root).expanduser()
+    folder = root / release.folder
+    missing = _missing(release, folder)
+    if missing and download:
+        failure = _download(release, root)
+        missing = _missing(release, folder)
+        if missing:
+            raise _unavailable(release, folder, missing, failure or "archive lacked them")
+    if missing:
+        raise _unavailable(release, folder, missing, None)
+    files = [*release.train_files, *release.test_files]
+    decoded = []
+    for done, file_name in enumerate(files):
+        decoded.append(_read_batch(folder / file_name, release))
+        if progress is not None:
+            progress(f"decoding {release.name}", done + 1, len(files))
+    n_train = len(release.train_files)
+    train_images, train_labels = _concat(decoded[:n_train])
+    test_images, test_labels = _concat(decoded[n_train:])
+    return ImageDataset(
+        name=release.name,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        num_classes=release.num_classes,
+    )
+
+
+def _missing(release: CifarRelease, folder: Path) -> list[str]:
+    """The batch files of ``release`` that are not in ``folder``."""
+    files = [*release.train_files, *release.test_files]
+    return [name for name in files if not (folder / name).is_file()]
+
+
+def _download(release: CifarRelease, root: Path) -> str | None:
+    """Fetch and extract the official archive into ``root``; a failure is returned as one line."""
+    from torchvision.datasets import utils as tv_utils
+
+    try:
+        tv_utils.download_and_extract_archive(release.url, str(root), md5=release.md5)
+    except Exception as exc:  # URLError, md5 mismatch, bad archive...: report, never a traceback
+        return _one_line(exc)
+    return None
+
+
+def _unavailable(
+    release: CifarRelease, folder: Path, missing: list[str], download_failure: str | None
+) -> DatasetUnavailableError:
+    """One line: what is missing, where it goes, where to get it (and why the download failed)."""
+    put = f"put the extracted '{release.folder}' folder in {folder.parent}"
+    if download_failure is None:
+        how = f"{put} or allow downloading"
+    else:
+        how = f"download failed ({download_failure}); {put}"
+    return DatasetUnavailableError(
+        f"data: {release.name} files missing in {folder} ({', '.join(missing)}); {how} "
+        f"(archive {release.url}, md5 {release.md5})"
+    )
+
+
+def _read_batch(path: Path, release: CifarRelease) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch as ``(uint8 [n, 3, 32, 32], int64 [n])``, validated."""
+    try:
+        with path.open("rb") as handle:
+            raw = pickle.load(handle, encoding="bytes")
+    except Exception as exc:
+        raise DatasetUnavailableError(
+            f"data: {release.name} file {path} is not a readable CIFAR batch ({_one_line(exc)}); "
+            f"delete it to re-download"
+        ) from None
+    if not isinstance(raw, dict):
+        raise _bad(path, release, "expected a pickled dict")
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    if "data" not in entry or release.label_key not in entry:
+        raise _bad(path, release, f"expected keys 'data' and '{release.label_key}'")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(entry[release.label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS:
+        raise _bad(path, release, f"data is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise _bad(path, release, f"{len(labels)} labels for {len(data)} images")
+    if len(labels) and (labels.min() < 0 or labels.max() >= release.num_classes):
+        raise _bad(path, release, f"label out of range 0..{release.num_classes - 1}")
+    return data.reshape(-1, 3, _SIDE, _SIDE), labels.astype(np.int64)
+
+
+def _bad(path: Path, release: CifarRelease, detail: str) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"data: {release.name} file {path} has an unexpected format: {detail}; "
+        f"delete it to re-download"
+    )
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = np.concatenate([images for images, _ in parts])
+    labels = np.concatenate([labels for _, labels in parts])
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as a single short line (urllib and tarfile messages may span lines)."""
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
