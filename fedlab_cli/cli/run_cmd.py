@@ -41,7 +41,7 @@ def run_command(
             if (resume / "summary.json").is_file():
                 session = None
                 summary = json.loads((resume / "summary.json").read_text())
-                console.print(f"[green]{resume} is already complete.[/green]")
+                console.print(f"[green]{resume} is already complete.[/green]", soft_wrap=True)
             else:
                 session = _with_decode_progress(console, lambda p: RunSession.resume(resume, p))
         else:

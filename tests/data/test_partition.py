@@ -20,10 +20,8 @@ def reference_dirichlet(labels, client_number, sample_num, seed, alpha):
     for i in range(client_number):
         taken = 0
         for j in range(num_classes):
-            if j < num_classes - 1:
-                n = int(sample_num * q[i][j] + 0.5)
-            else:
-                n = sample_num - taken
+            last = j == num_classes - 1
+            n = sample_num - taken if last else int(sample_num * q[i][j] + 0.5)
             n = max(min(n, sample_num - taken), 0)
             taken += n
             chosen = random_state.choice(idxs_classes[j], n, replace=(n > len(idxs_classes[j])))

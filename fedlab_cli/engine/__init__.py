@@ -1,0 +1,1 @@
+"""The engine: stacked client population, local training strategies, round loop, run dirs."""

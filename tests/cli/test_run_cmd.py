@@ -1,0 +1,115 @@
+"""``fedlab run`` from the outside: exit codes, one-line errors, nothing half-written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from fedlab_cli.cli import app
+
+SPEC = """
+data: {dataset: digits, num_clients: 3, alpha: 0.5, train_per_client: 20, test_per_client: 10}
+model: {name: small_cnn}
+federation: {rounds: 2}
+training: {local_epochs: 1, batch_size: 10}
+method: {name: fedbn}
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_run_writes_the_run_dir_and_prints_json(spec_file, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", spec_file, "--set", f"output.dir={out}", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "fedbn" and summary["rounds"] == 2
+    assert json.loads((out / "summary.json").read_text()) == summary
+    for name in ("spec.yaml", "partition.json", "metrics.jsonl", "checkpoints/round_0001.pt"):
+        assert (out / name).exists(), name
+
+
+def test_resume_of_a_complete_run_says_so(spec_file, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("run", spec_file, "--set", f"output.dir={out}", "--quiet").exit_code == 0
+    again = invoke("run", "--resume", out)
+    assert again.exit_code == 0 and "already complete" in again.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "training.lrr=0.1"], "training.lrr: unknown key"),
+        (["--set", "training.lr=abc"], "training.lr: Input should be a valid number"),
+        (["--set", "data.alpha=0"], "data.alpha: Input should be greater than 0 (got 0)"),
+        (["--set", "data.num_clients=0"], "data.num_clients: Input should be greater than or"),
+        (["--set", "method.name=nope"], "method.name: unknown method 'nope'"),
+        (["--set", "model.name=nope"], "model.name: unknown model"),
+        (["--set", "data.dataset=nope"], "data.dataset: unknown dataset"),
+        (["--set", "data.test_per_client=100000"], "data.test_per_client: 100000 exceeds"),
+        (["--set", "model.name=vgg6"], "model.name: VGG6 does not accept the 1x8x8 images"),
+        (
+            ["--set", "data.dataset=cifar10", "--set", "data.download=false"],
+            "cifar10 files missing",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(spec_file, tmp_path, args, message):
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        spec_file,
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        f"data.root={tmp_path / 'd'}",
+        *args,
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert not out.exists()
+
+
+def test_malformed_yaml_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {dataset: digits\nmodel: x\n")
+    result = invoke("run", bad)
+    assert result.exit_code == 2 and "malformed YAML" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_existing_output_dir_is_refused(spec_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    result = invoke("run", spec_file, "--set", f"output.dir={out}")
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_real_entry_point_prints_no_traceback(tmp_path):
+    """The installed console script, in a fresh process: one line, exit 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fedlab_cli", "run", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: spec: no such file '{tmp_path / 'missing.yaml'}'"
+    ]
+    assert "Traceback" not in result.stderr + result.stdout
