@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from fedlab_cli.engine.federation import RoundRecord
 
@@ -72,7 +73,7 @@ class LiveRoundView:
         return self.elapsed / finished * (self.total - self.done) if finished else 0.0
 
     def _render(self) -> Group:
-        table = Table(title=self.title, title_justify="left", expand=False)
+        table = Table(expand=False)
         for column in ("round", "loss", "acc_local %", "acc_agg %", "s/round"):
             table.add_column(column, justify="right")
         for r in self.rows:
@@ -83,7 +84,9 @@ class LiveRoundView:
             f"{self.done}/{self.total} rounds done   elapsed {_clock(self.elapsed)}   "
             f"ETA {_clock(self.eta)}"
         )
-        return Group(table, ProgressBar(total=self.total, completed=self.done, width=60), status)
+        footer = Table.grid(padding=(0, 2))
+        footer.add_row(ProgressBar(total=self.total, completed=self.done, width=40), status)
+        return Group(Text(self.title, style="bold"), table, footer)
 
 
 def summary_table(summary: dict, run_dir: str) -> Table:
