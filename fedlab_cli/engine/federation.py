@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from fedlab_cli.data.augment import test_transform, train_transform
 from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.engine.client_data import ClientData
+from fedlab_cli.engine.method import RunContext
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.sequential import SequentialStrategy
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
@@ -38,9 +40,13 @@ class RoundRecord:
     participants: int
     acc_local_clients: list[float] | None
     acc_agg_clients: list[float] | None
+    grad_norms: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        """One ``metrics.jsonl`` line: the fields above, method extras merged in."""
+        record = {k: v for k, v in self.__dict__.items() if k != "extras"}
+        return {**record, **self.extras}
 
 
 class Federation:
@@ -62,6 +68,17 @@ class Federation:
         self.model = model.to(device)
         self.population = Population.replicate(model, spec.data.num_clients, device)
         self.method = resolved.method_cls(resolved.method_params)
+        self.method.setup(
+            self.population,
+            RunContext(
+                rounds=spec.federation.rounds,
+                local_epochs=spec.training.local_epochs,
+                dataset=dataset.name,
+                num_classes=dataset.num_classes,
+                seed=spec.seed,
+                device=device,
+            ),
+        )
         self.data = ClientData.build(
             dataset,
             splits,
@@ -94,28 +111,33 @@ class Federation:
         t = self.next_round
         start = time.perf_counter()
         clients = self.participants(t)
-        losses = self.strategy.train(self.population, clients, self.data, self.generator)
-        check_finite(losses, clients, t)
+        method, population = self.method, self.population
+        method.before_local_training(population, clients, t)
+        trace = self.strategy.train(population, clients, self.data, self.generator, method, t)
+        check_finite(trace.losses, clients, t)
+        method.after_local_training(population, clients, t, trace)
         evaluate = self.is_eval_round(t)
-        acc_local = self.strategy.evaluate(self.population, self.data) if evaluate else None
-        if self.method.aggregates:
+        acc_local = self.strategy.evaluate(population, self.data) if evaluate else None
+        if method.aggregates:
             chosen = torch.tensor(clients, device=self.device)
             weights = self.data.train_counts[clients].to(self.device)
-            self.method.aggregate(self.population, chosen, weights)
-            self.method.after_aggregate(self.population, t)
-            acc_agg = self.strategy.evaluate(self.population, self.data) if evaluate else None
+            method.aggregate(population, chosen, weights, t)
+            method.after_aggregate(population, t)
+            acc_agg = self.strategy.evaluate(population, self.data) if evaluate else None
         else:
             acc_agg = acc_local
         self.next_round = t + 1
         return RoundRecord(
             round=t,
-            loss=float(losses.mean()),
+            loss=float(trace.losses.mean()),
             acc_local=_mean(acc_local),
             acc_agg=_mean(acc_agg),
             seconds=time.perf_counter() - start,
             participants=len(clients),
             acc_local_clients=_listed(acc_local),
             acc_agg_clients=_listed(acc_agg),
+            grad_norms={n: float(v.mean()) for n, v in trace.last_grad_norms.items()},
+            extras=method.round_metrics(),
         )
 
     def state_dict(self) -> dict:

@@ -77,7 +77,10 @@ class RunSession:
             )
 
     def finish(self) -> dict:
-        summary = summarize(self.resolved, self.records, str(self.federation.device))
+        fed = self.federation
+        summary = summarize(
+            self.resolved, self.records, str(fed.device), fed.method.summary_metrics()
+        )
         self.run_dir.write_summary(summary)
         return summary
 
@@ -101,7 +104,9 @@ def _build(
     return Federation(resolved, dataset, splits, device), splits, notice
 
 
-def summarize(resolved: ResolvedSpec, records: list[dict], device: str) -> dict:
+def summarize(
+    resolved: ResolvedSpec, records: list[dict], device: str, method_summary: dict
+) -> dict:
     """Final and best accuracies (in %), and which one is the method's result (decision 2)."""
     evaluated = [r for r in records if r["acc_agg"] is not None]
     last = evaluated[-1]
@@ -125,4 +130,5 @@ def summarize(resolved: ResolvedSpec, records: list[dict], device: str) -> dict:
         "client_std": float(np.std(last[f"{metric}_clients"])),
         "wall_seconds": round(sum(r["seconds"] for r in records), 3),
         "device": device,
+        **method_summary,
     }

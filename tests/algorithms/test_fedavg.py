@@ -73,7 +73,7 @@ def test_aggregate_is_the_weighted_mean_over_participants(make_spec, tmp_path):
     before = {n: t.clone() for n, t in pop.tensors().items()}
     participants, weights = [0, 2, 3], [30.0, 10.0, 20.0]
     fed.method.aggregate(
-        pop, torch.tensor(participants), torch.tensor(weights, dtype=torch.float64)
+        pop, torch.tensor(participants), torch.tensor(weights, dtype=torch.float64), 0
     )
     for name, after in pop.tensors().items():
         if not after.is_floating_point():

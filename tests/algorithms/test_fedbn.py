@@ -19,7 +19,7 @@ def aggregate(session):
     before = randomize(pop)
     clients = torch.arange(pop.num_clients)
     session.federation.method.aggregate(
-        pop, clients, torch.ones(pop.num_clients, dtype=torch.float64)
+        pop, clients, torch.ones(pop.num_clients, dtype=torch.float64), 0
     )
     return pop, before
 
