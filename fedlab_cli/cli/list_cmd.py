@@ -23,20 +23,27 @@ class Listing(str, Enum):
     presets = "presets"
 
 
+def _method_row(name: str, entry: str, metric: str, params: str, description: str) -> dict:
+    return {
+        "name": name,
+        "entry_point": entry,
+        "final_metric": metric,
+        "params": params,
+        "description": description,
+    }
+
+
 def _rows(what: Listing) -> list[dict]:
     if what is Listing.methods:
         rows = []
         for name, entry in sorted(available_methods().items()):
-            cls = load_method(name)
-            rows.append(
-                {
-                    "name": name,
-                    "entry_point": entry.value,
-                    "final_metric": cls.final_accuracy,
-                    "params": json.dumps(cls.Params().model_dump()),
-                    "description": cls.description,
-                }
-            )
+            try:
+                cls = load_method(name)
+            except Exception as err:  # a broken plugin must not hide the working methods
+                rows.append(_method_row(name, entry.value, "—", "—", f"cannot load: {err}"))
+                continue
+            params = json.dumps(cls.Params().model_dump())
+            rows.append(_method_row(name, entry.value, cls.final_accuracy, params, cls.description))
         return rows
     if what is Listing.models:
         return [{"name": m.name, "description": m.description} for m in MODELS.values()]

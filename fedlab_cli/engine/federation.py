@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,9 +20,9 @@ from fedlab_cli.data.augment import test_transform, train_transform
 from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.engine.client_data import ClientData
-from fedlab_cli.engine.method import RunContext
+from fedlab_cli.engine.method import LocalTrace, RunContext
 from fedlab_cli.engine.population import Population
-from fedlab_cli.engine.sequential import SequentialStrategy
+from fedlab_cli.engine.strategies import make_strategy
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
 from fedlab_cli.models import build
 from fedlab_cli.spec.load import ResolvedSpec
@@ -47,6 +47,19 @@ class RoundRecord:
         """One ``metrics.jsonl`` line: the fields above, method extras merged in."""
         record = {k: v for k, v in self.__dict__.items() if k != "extras"}
         return {**record, **self.extras}
+
+
+class RoundObserver(Protocol):
+    """Watches each round right after aggregation (before ``after_aggregate``), e.g. to record
+    how much the shared model still moves. Its state travels in checkpoints."""
+
+    def on_aggregated(
+        self, federation: Federation, round_index: int, trace: LocalTrace
+    ) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class Federation:
@@ -86,7 +99,8 @@ class Federation:
             train_transform(dataset.name, spec.data.augment),
             test_transform(dataset.name),
         )
-        self.strategy = SequentialStrategy(self.model, spec.training)
+        self.strategy = make_strategy(spec.engine.strategy, self.model, spec.training, device)
+        self.observers: list[RoundObserver] = []
         self.generator = torch.Generator(device=device).manual_seed(spec.seed)
         self.next_round = 0
 
@@ -122,10 +136,14 @@ class Federation:
             chosen = torch.tensor(clients, device=self.device)
             weights = self.data.train_counts[clients].to(self.device)
             method.aggregate(population, chosen, weights, t)
+            for observer in self.observers:
+                observer.on_aggregated(self, t, trace)
             method.after_aggregate(population, t)
             acc_agg = self.strategy.evaluate(population, self.data) if evaluate else None
         else:
             acc_agg = acc_local
+            for observer in self.observers:
+                observer.on_aggregated(self, t, trace)
         self.next_round = t + 1
         return RoundRecord(
             round=t,
@@ -147,6 +165,7 @@ class Federation:
             "population": self.population.state_dict(),
             "method": self.method.state_dict(),
             "generator": self.generator.get_state(),
+            "observers": [observer.state_dict() for observer in self.observers],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -154,6 +173,8 @@ class Federation:
         self.population.load_state_dict(state["population"])
         self.method.load_state_dict(state["method"])
         self.generator.set_state(state["generator"])
+        for observer, observer_state in zip(self.observers, state["observers"], strict=True):
+            observer.load_state_dict(observer_state)
 
 
 def run(federation: Federation, on_round: Sequence[Callable[[RoundRecord], None]] = ()) -> None:

@@ -78,6 +78,12 @@ class EngineSpec(_Section):
     strategy: Literal["auto", "sequential"] = "auto"
 
 
+class InertiaSpec(_Section):
+    """Layer-wise inertia recording (cosine of the shared model to reference rounds)."""
+
+    ref_rounds: list[int] = Field(default_factory=lambda: [2])
+
+
 class OutputSpec(_Section):
     dir: Path | None = None
     checkpoint_every: int = Field(50, ge=1)
@@ -92,5 +98,6 @@ class RunSpec(_Section):
     method: MethodSpec
     eval: EvalSpec = EvalSpec()
     engine: EngineSpec = EngineSpec()
+    inertia: InertiaSpec = InertiaSpec()
     seed: int = Field(0, ge=0)
     output: OutputSpec = OutputSpec()
