@@ -128,7 +128,7 @@ def _unavailable(
     """One line: what is missing, where it goes, where to get it (and why the download failed)."""
     put = f"put the extracted '{release.folder}' folder in {folder.parent}"
     if download_failure is None:
-        how = f"{put} or allow downloading"
+        how = f"{put} or set data.download: true"
     else:
         how = f"download failed ({download_failure}); {put}"
     return DatasetUnavailableError(

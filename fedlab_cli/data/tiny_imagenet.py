@@ -178,7 +178,7 @@ def _unavailable(
     """One line: what is missing, where the folder goes, where to get it."""
     put = f"put the extracted '{FOLDER}' folder in {folder.parent}"
     if download_failure is None:
-        how = f"{put} or allow downloading"
+        how = f"{put} or set data.download: true"
     else:
         how = f"download failed ({download_failure}); {put}"
     return DatasetUnavailableError(
