@@ -27,8 +27,24 @@ class SequentialStrategy:
         self.model = model
         self.training = training
 
-    def forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.model, (params, buffers), (x,))
+    def forward(
+        self,
+        params: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+        x: Tensor,
+        *,
+        train: bool | None = None,
+    ) -> Tensor:
+        """The model on these tensors; ``train`` runs it in that mode (e.g. a teacher in eval
+        mode during local training) and restores the current one."""
+        if train is None or train == self.model.training:
+            return functional_call(self.model, (params, buffers), (x,))
+        mode = self.model.training
+        self.model.train(train)
+        try:
+            return functional_call(self.model, (params, buffers), (x,))
+        finally:
+            self.model.train(mode)
 
     def train(
         self,
