@@ -2,16 +2,30 @@
 
 BN affine parameters, BN running statistics and all biases stay on the client (REFERENCE.md
 decision 3). ``share_bias: true`` gives textbook FedBN, which also averages the biases.
+
+``freeze_middle_after: R`` is the paper's A_fix (Table 1, decision 7): from round R on, the
+middle layers are neither trained nor aggregated, so every client keeps the values it had after
+round R-1's aggregation (equally: after round R's, which no longer touches them); first and last
+layers go on as before. "Middle layer" means every parameter whose role is middle: conv/linear
+weights, their biases and their BN affine parameters. BN running statistics are not trained, so
+they keep tracking each client's data (freezing them would need an eval-mode forward).
 """
 
 from typing import ClassVar
 
-from fedlab_cli.engine.method import Method, MethodParams
-from fedlab_cli.models import Kind, TensorRole
+from pydantic import Field
+from torch import Tensor
+
+from fedlab_cli.engine.method import Method, MethodParams, Phase
+from fedlab_cli.engine.population import Population, weighted_mean
+from fedlab_cli.models import Kind, Position, TensorRole
 
 
 class FedBNParams(MethodParams):
     share_bias: bool = False
+    freeze_middle_after: int | None = Field(
+        None, ge=0, description="A_fix: from this round on, middle layers stay fixed"
+    )
 
 
 class FedBN(Method):
@@ -20,3 +34,25 @@ class FedBN(Method):
 
     def shares(self, name: str, role: TensorRole) -> bool:
         return role.kind is Kind.WEIGHT or (self.params.share_bias and role.kind is Kind.BIAS)
+
+    def middle_frozen(self, round_index: int) -> bool:
+        """A_fix: whether the middle layers are fixed in this round."""
+        start = self.params.freeze_middle_after
+        return start is not None and round_index >= start
+
+    def local_phases(self, round_index: int, local_epochs: int) -> list[Phase]:
+        if not self.middle_frozen(round_index):
+            return super().local_phases(round_index, local_epochs)
+        return [Phase(local_epochs, lambda name, role: role.position is not Position.MIDDLE)]
+
+    def aggregate(
+        self, population: Population, participants: Tensor, weights: Tensor, round_index: int
+    ) -> None:
+        """FedAvg of the shared tensors, leaving frozen middle layers where they are."""
+        frozen = self.middle_frozen(round_index)
+        tensors = population.tensors()
+        for name in self.shared_names(population):
+            if frozen and population.roles[name].position is Position.MIDDLE:
+                continue
+            stacked = tensors[name]
+            stacked.copy_(weighted_mean(stacked, participants, weights).expand_as(stacked))

@@ -27,7 +27,8 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
     assert spec.data.num_clients == 5  # file beats default
     assert spec.training.momentum == 0.9  # default
     assert resolved.method_params.share_bias is True
-    assert resolved.to_dict()["method"] == {"name": "fedbn", "share_bias": True}
+    method = resolved.to_dict()["method"]
+    assert method == {"name": "fedbn", "share_bias": True, "freeze_middle_after": None}
 
 
 @pytest.mark.parametrize(
