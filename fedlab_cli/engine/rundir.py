@@ -1,14 +1,17 @@
 """The run directory: everything a result needs to be trusted and redone.
 
 Layout: ``spec.yaml`` (resolved), ``partition.json``, ``metrics.jsonl`` (one line per round),
-``checkpoints/round_NNNN.pt``, ``summary.json``. Whole-file writes go to a temporary file and
-are renamed into place, so a crash never leaves a half-written file; a run is complete only
-once ``summary.json`` exists.
+``inertia.csv`` (per round and layer), ``checkpoints/round_NNNN.pt``, ``summary.json``.
+Whole-file writes go to a temporary file and are renamed into place, so a crash never leaves a
+half-written file; a run is complete only once ``summary.json`` exists.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +25,17 @@ SPEC, PARTITION, METRICS, SUMMARY, CHECKPOINTS = (
     "metrics.jsonl",
     "summary.json",
     "checkpoints",
+)
+INERTIA = "inertia.csv"
+INERTIA_COLUMNS = (
+    "round",
+    "layer",
+    "role",
+    "ref_round",
+    "cos_ref",
+    "cos_prev",
+    "rel_update",
+    "grad_norm",
 )
 
 
@@ -99,6 +113,34 @@ class RunDir:
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
 
+    def append_inertia(self, rows: list[tuple]) -> None:
+        """Rows in ``INERTIA_COLUMNS`` order, appended with one flushed write; NaN is empty."""
+        path = self.path / INERTIA
+        text = _csv_text(rows, header=not path.is_file() or path.stat().st_size == 0)
+        with open(path, "a", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def inertia_rows(self) -> list[dict[str, str]]:
+        """``inertia.csv`` as dicts of strings; a line cut short by a crash ends the file."""
+        path = self.path / INERTIA
+        if not path.is_file():
+            return []
+        rows = []
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if None in row or None in row.values() or not row["round"].isdigit():
+                    break
+                rows.append(row)
+        return rows
+
+    def keep_inertia_through(self, last_round: int) -> None:
+        """Drop inertia rows after ``last_round`` (rounds redone on resume)."""
+        kept = [r for r in self.inertia_rows() if int(r["round"]) <= last_round]
+        rows = [tuple(r[c] for c in INERTIA_COLUMNS) for r in kept]
+        atomic_write_text(self.path / INERTIA, _csv_text(rows, header=True))
+
     def checkpoint_path(self, round_index: int) -> Path:
         return self.path / CHECKPOINTS / f"round_{round_index:04d}.pt"
 
@@ -120,3 +162,19 @@ class RunDir:
 
     def summary(self) -> dict:
         return json.loads((self.path / SUMMARY).read_text())
+
+
+def _csv_text(rows: list[tuple], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(INERTIA_COLUMNS)
+    writer.writerows([_csv_cell(v) for v in row] for row in rows)
+    return buffer.getvalue()
+
+
+def _csv_cell(value: object) -> object:
+    """Floats with 10 significant digits; NaN (undefined) as an empty cell."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.10g}"
+    return value

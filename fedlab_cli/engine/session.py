@@ -17,6 +17,7 @@ from fedlab_cli.data.partition import ClientSplits, split_clients
 from fedlab_cli.data.registry import load_dataset
 from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation, RoundRecord
+from fedlab_cli.engine.inertia import InertiaRecorder, attach_inertia
 from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import ResolvedSpec, load_spec
@@ -33,6 +34,7 @@ class RunSession:
     federation: Federation
     records: list[dict]
     notice: str | None = None
+    inertia: InertiaRecorder | None = None
 
     @classmethod
     def start(
@@ -46,8 +48,9 @@ class RunSession:
                 f"with `fedlab run --resume {path}`"
             )
         federation, splits, notice = _build(resolved, None, progress)
+        inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
         run_dir.create(resolved.to_yaml(), splits.to_json())
-        return cls(resolved, run_dir, federation, [], notice)
+        return cls(resolved, run_dir, federation, [], notice, inertia)
 
     @classmethod
     def resume(cls, path: Path, progress: Progress | None = None) -> RunSession:
@@ -59,16 +62,23 @@ class RunSession:
         splits = ClientSplits.from_json(json.loads((path / PARTITION).read_text()))
         federation, _, notice = _build(resolved, splits, progress)
         state = run_dir.latest_checkpoint()
+        inertia = None
+        if state is None or state["observers"]:  # runs from before inertia resume without it
+            inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
         if state is not None:
             federation.load_state_dict(state)
         records = run_dir.keep_metrics_through(federation.next_round - 1)
-        return cls(resolved, run_dir, federation, records, notice)
+        if inertia is not None:
+            run_dir.keep_inertia_through(federation.next_round - 1)
+        return cls(resolved, run_dir, federation, records, notice, inertia)
 
     def on_round(self, record: RoundRecord) -> None:
         """Log the round; checkpoint every ``output.checkpoint_every`` rounds and at the end."""
         line = record.to_json()
         self.run_dir.append_metrics(line)
         self.records.append(line)
+        if self.inertia is not None:
+            self.run_dir.append_inertia(self.inertia.drain())
         out = self.resolved.spec.output
         done = record.round + 1
         if done % out.checkpoint_every == 0 or done == self.federation.rounds:
