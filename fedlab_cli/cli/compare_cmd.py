@@ -1,0 +1,183 @@
+"""``fedlab compare``: several methods on identical clients and seeds, one table of results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedlab_cli.cli.errors import fail, user_errors
+from fedlab_cli.cli.presets import find_spec
+from fedlab_cli.engine.compare import CompareEvents, PlannedRun, execute, plan_compare
+from fedlab_cli.engine.federation import RoundRecord
+from fedlab_cli.engine.session import RunSession
+from fedlab_cli.report.compare import RunResult, compare, comparison_table, write_files
+
+DEFAULT_PRESET = "cifar10_fedbn"
+"""The paper's CIFAR-10 protocol (VGG6, Dir 0.5, 100 clients x 100/400, 300 rounds)."""
+
+
+def compare_command(
+    methods: list[str] = typer.Argument(..., help="Methods to compare; the first is the baseline."),
+    preset: str = typer.Option(
+        DEFAULT_PRESET, "--preset", help="Spec file or preset name giving the shared protocol."
+    ),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
+    clients: int | None = typer.Option(None, "--clients", help="Sets data.num_clients."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Sets data.alpha (Dirichlet)."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Sets federation.rounds."),
+    samples: int | None = typer.Option(None, "--samples", help="Sets data.train_per_client."),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a spec key for every run; method.KEY goes to the methods that take it, "
+        "METHOD:method.KEY=V to one method only (repeatable).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Compare dir (default: runs/compare-<preset>-<methods>[-<flags>])."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or table."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout."),
+) -> None:
+    """Run every method on every seed (same partitions and initial weights per seed) and
+    tabulate final accuracy, paired differences to the first method and their significance.
+    Rerunning the same command reuses finished runs and resumes interrupted ones."""
+    shortcuts = {"clients": clients, "alpha": alpha, "rounds": rounds, "samples": samples}
+    progress_console = Console(stderr=True, quiet=quiet)
+    with user_errors():
+        seed_list = parse_seeds(seeds)
+        path = find_spec(preset)
+        target = out or default_out(path, methods, shortcuts)
+        plan = plan_compare(path, methods, seed_list, target, shortcuts, overrides)
+        _announce(progress_console, plan, target)
+        view = ProgressView(progress_console, len(plan))
+        try:
+            with view.progress:
+                completed = execute(plan, target, view, view.decode_progress)
+        except KeyboardInterrupt:
+            print(
+                f"interrupted during {view.current}; finished runs are kept in {target} — "
+                "rerun the same command to continue",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+    results = [
+        RunResult.from_summary(c.summary, c.path, c.init_sha256, c.partition_sha256)
+        for c in completed
+    ]
+    comparison = compare(results, methods)
+    context = {
+        "preset": str(path),
+        "compare_dir": str(target),
+        "shortcuts": {k: v for k, v in shortcuts.items() if v is not None},
+        "overrides": overrides,
+    }
+    files = write_files(target, results, comparison, context)
+    if as_json:
+        print(files[-1].read_text(), end="")
+    elif not quiet:
+        console = Console()
+        console.print(comparison_table(comparison, _title(completed[0].summary, target, plan)))
+        console.print(f"files: {', '.join(str(f) for f in files)}", soft_wrap=True)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]; anything else is a one-line error."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise fail(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise fail(f"--seeds: expected distinct non-negative integers like 0,1,2, got {text!r}")
+    return seeds
+
+
+def default_out(preset: Path, methods: list[str], shortcuts: dict) -> Path:
+    """A stable name, so that rerunning the same command finds its runs again."""
+    flags = "".join(f"-{k}{v}" for k, v in shortcuts.items() if v is not None)
+    return Path("runs") / f"compare-{preset.stem}-{'-'.join(methods)}{flags}"
+
+
+def _announce(console: Console, plan: list[PlannedRun], target: Path) -> None:
+    counts = {s: sum(p.status == s for p in plan) for s in ("done", "resume", "start")}
+    console.print(
+        f"compare → {target}: {len(plan)} runs ({counts['done']} done, "
+        f"{counts['resume']} to resume, {counts['start']} to start)",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _title(summary: dict, target: Path, plan: list[PlannedRun]) -> str:
+    spec = plan[0].resolved.spec
+    return (
+        f"{summary['dataset']} · {summary['model']} · {spec.data.num_clients} clients · "
+        f"Dir {spec.data.alpha} · {spec.federation.rounds} rounds — {target}"
+    )
+
+
+class ProgressView(CompareEvents):
+    """Runs done out of all, and the current run's rounds, on stderr; a line per finished run."""
+
+    def __init__(self, console: Console, total_runs: int) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.runs = self.progress.add_task("runs done", total=total_runs)
+        self.rounds = self.progress.add_task("", total=1, visible=False)
+        self.decoding: dict[str, int] = {}
+        self.current = "the first run"
+
+    def run_started(self, run: PlannedRun, session: RunSession) -> None:
+        fed = session.federation
+        self.current = f"{run.method} seed {run.seed}"
+        if session.notice:
+            self.console.print(f"[bold yellow]WARNING:[/bold yellow] {session.notice}")
+        if fed.next_round:
+            self.console.print(f"{self.current}: resuming at round {fed.next_round}")
+        self.progress.reset(
+            self.rounds,
+            total=fed.rounds,
+            completed=fed.next_round,
+            description=f"{self.current} · acc_agg   —   · rounds",
+            visible=True,
+        )
+
+    def round_done(self, run: PlannedRun, record: RoundRecord) -> None:
+        if record.acc_agg is None:  # not an evaluation round: keep the last accuracy shown
+            self.progress.update(self.rounds, completed=record.round + 1)
+            return
+        self.progress.update(
+            self.rounds,
+            completed=record.round + 1,
+            description=f"{self.current} · acc_agg {record.acc_agg:6.2f} · rounds",
+        )
+
+    def run_done(self, run: PlannedRun, summary: dict) -> None:
+        how = {"done": "reused", "resume": "resumed", "start": "trained"}[run.status]
+        self.console.print(
+            f"{run.method} seed {run.seed}: final {summary['final_accuracy']:.2f}% "
+            f"({summary['final_metric']}, {summary['rounds']} rounds, "
+            f"{summary['wall_seconds']:.0f} s) {how} · {run.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        self.progress.update(self.rounds, visible=False)
+        self.progress.advance(self.runs)
+
+    def decode_progress(self, description: str, done: int, total: int) -> None:
+        """First-time dataset decoding (CIFAR, Tiny-ImageNet)."""
+        if description not in self.decoding:
+            self.decoding[description] = self.progress.add_task(description, total=total)
+        self.progress.update(self.decoding[description], completed=done, total=total)
+        if done >= total:
+            self.progress.update(self.decoding[description], visible=False)

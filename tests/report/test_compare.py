@@ -1,0 +1,195 @@
+"""Comparison statistics against hand computations, and the files they are written to.
+
+The t quantiles and p-values are checked with closed forms that need no statistics library:
+with 1 degree of freedom the t distribution is Cauchy (F(t) = 1/2 + atan(t)/π), with 2 it has
+F(t) = 1/2 + t / (2·sqrt(2 + t²)).
+"""
+
+import csv
+import io
+import json
+import math
+
+import pytest
+from rich.console import Console
+
+from fedlab_cli.report.compare import (
+    RunResult,
+    client_wins,
+    compare,
+    comparison_table,
+    results_csv,
+    summary_csv,
+    summary_markdown,
+    write_files,
+)
+
+
+def result(method, seed, final, best=None, clients=(50.0, 60.0), wall=10.0, part="p", init="i"):
+    summary = {
+        "method": method,
+        "seed": seed,
+        "final_accuracy": final,
+        "best_accuracy": final + 1 if best is None else best,
+        "final_metric": "acc_local" if method == "pfedsd" else "acc_agg",
+        "wall_seconds": wall,
+        "final_acc_clients": list(clients),
+    }
+    init_sha = None if init is None else f"{init}{seed}"
+    return RunResult.from_summary(summary, f"out/{method}/seed{seed}", init_sha, f"{part}{seed}")
+
+
+def sample_std(values):
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def t_quantile_df2(q):
+    """Solve 1/2 + t/(2 sqrt(2+t²)) = q for t."""
+    r = 2 * q - 1
+    return math.sqrt(2 * r * r / (1 - r * r))
+
+
+def p_two_sided_df2(t):
+    return 1 - abs(t) / math.sqrt(2 + t * t)
+
+
+FEDAVG = [70.0, 72.5, 69.0]
+FEDBN = [75.0, 74.0, 73.5]
+LIPS = [76.0, 78.0, 74.5]
+
+
+@pytest.fixture
+def three_seeds():
+    runs = []
+    for method, finals in (("fedavg", FEDAVG), ("fedbn", FEDBN), ("lips", LIPS)):
+        runs += [result(method, s, f, wall=10.0 + s) for s, f in enumerate(finals)]
+    return runs
+
+
+def test_mean_std_ci_p_equal_hand_computation(three_seeds):
+    c = compare(three_seeds, ["fedavg", "fedbn", "lips"])
+    assert c.baseline == "fedavg" and c.seeds == (0, 1, 2)
+    for stats, finals in zip(c.methods, (FEDAVG, FEDBN, LIPS), strict=True):
+        assert stats.final_mean == pytest.approx(sum(finals) / 3)
+        assert stats.final_std == pytest.approx(sample_std(finals))
+        assert stats.best_mean == pytest.approx(sum(finals) / 3 + 1)
+        assert stats.wall_mean == pytest.approx(11.0)
+    t975 = t_quantile_df2(0.975)
+    assert t975 == pytest.approx(4.302653, abs=1e-6)  # the textbook table value
+    for method, finals in (("fedbn", FEDBN), ("lips", LIPS)):
+        d = [a - b for a, b in zip(finals, FEDAVG, strict=True)]
+        mean, sd = sum(d) / 3, sample_std(d)
+        paired = c.paired[method]
+        assert paired.diff_mean == pytest.approx(mean)
+        assert paired.ci_low == pytest.approx(mean - t975 * sd / math.sqrt(3))
+        assert paired.ci_high == pytest.approx(mean + t975 * sd / math.sqrt(3))
+        assert paired.p_value == pytest.approx(p_two_sided_df2(mean / (sd / math.sqrt(3))))
+
+
+def test_two_seeds_use_the_cauchy_closed_form():
+    runs = [result("a", 0, 60.0), result("a", 1, 62.0), result("b", 0, 65.0), result("b", 1, 64.0)]
+    paired = compare(runs).paired["b"]
+    d = [5.0, 2.0]
+    mean, sd = 3.5, sample_std(d)
+    t975 = math.tan(0.475 * math.pi)
+    assert t975 == pytest.approx(12.7062, abs=1e-4)
+    assert paired.ci_low == pytest.approx(mean - t975 * sd / math.sqrt(2))
+    t = mean / (sd / math.sqrt(2))
+    assert paired.p_value == pytest.approx(1 - 2 * math.atan(abs(t)) / math.pi)
+
+
+def test_client_wins_pool_seeds_and_count_ties_apart():
+    mine = [(50.0, 60.0, 70.0), (10.0, 20.0, 30.0)]
+    theirs = [(40.0, 60.0, 80.0), (10.0, 25.0, 5.0)]
+    expected = [0, 0, 0]
+    for a_seed, b_seed in zip(mine, theirs, strict=True):
+        for a, b in zip(a_seed, b_seed, strict=True):
+            expected[0 if a > b else 1 if a == b else 2] += 1
+    assert client_wins(mine, theirs) == tuple(expected) == (2, 2, 2)
+    with pytest.raises(ValueError, match="numbers of clients"):
+        client_wins([(1.0,)], [(1.0, 2.0)])
+
+
+def test_wins_in_a_comparison_pair_clients_of_the_same_seed():
+    runs = [
+        result("a", 0, 50, clients=(10, 20)),
+        result("a", 1, 50, clients=(30, 40)),
+        result("b", 1, 50, clients=(35, 40)),  # order of results must not matter
+        result("b", 0, 50, clients=(5, 25)),
+    ]
+    paired = compare(runs).paired["b"]
+    assert (paired.clients_better, paired.clients_tied, paired.clients_worse) == (2, 1, 1)
+
+
+def test_one_seed_leaves_std_ci_p_undefined_and_says_so(tmp_path):
+    runs = [result("fedavg", 0, 70.0), result("fedbn", 0, 75.5)]
+    c = compare(runs)
+    assert c.methods[0].final_std is None
+    paired = c.paired["fedbn"]
+    assert paired.diff_mean == pytest.approx(5.5)
+    assert paired.ci_low is None and paired.ci_high is None and paired.p_value is None
+    assert any("One seed" in note for note in c.notes)
+    files = write_files(tmp_path, runs, c)
+    for path in files:
+        assert "nan" not in path.read_text().lower(), path.name
+    md = (tmp_path / "summary.md").read_text()
+    assert "| fedbn | 75.50 | +5.50 | — |" in md and "One seed" in md
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["methods"][1]["p_value"] is None and data["methods"][1]["final_std"] is None
+    row = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))[1]
+    assert row["final_std"] == "" and row["ci_low"] == "" and row["diff_mean"] == "5.5"
+
+
+def test_identical_differences_make_p_undefined_not_nan():
+    runs = [result("a", s, 60.0 + s) for s in range(3)] + [
+        result("b", s, 62.0 + s) for s in range(3)
+    ]
+    c = compare(runs)
+    paired = c.paired["b"]
+    assert paired.diff_mean == pytest.approx(2.0) and paired.p_value is None
+    assert paired.ci_low == pytest.approx(2.0) and paired.ci_high == pytest.approx(2.0)
+    assert any("same for every seed" in note for note in c.notes)
+
+
+def test_differing_partitions_or_weights_are_flagged():
+    runs = [result("a", 0, 1.0), result("b", 0, 2.0, part="other")]
+    c = compare(runs)
+    assert c.identical_partitions is False and c.identical_initial_weights is True
+    assert any("WARNING: the partitions differ" in note for note in c.notes)
+    unknown = [result("a", 0, 1.0), result("b", 0, 2.0, init=None)]
+    assert compare(unknown).identical_initial_weights is None
+
+
+def test_mismatched_seeds_are_refused():
+    with pytest.raises(ValueError, match="seeds differ"):
+        compare([result("a", 0, 1.0), result("a", 1, 1.0), result("b", 0, 1.0)])
+
+
+def test_files_and_table(three_seeds, tmp_path):
+    c = compare(three_seeds, ["fedavg", "fedbn", "lips"])
+    rows = list(csv.DictReader(io.StringIO(results_csv(three_seeds))))
+    assert [(r["method"], int(r["seed"])) for r in rows] == [
+        (m, s) for m in ("fedavg", "fedbn", "lips") for s in range(3)
+    ]
+    assert float(rows[4]["final_accuracy"]) == FEDBN[1]
+    assert rows[0]["run_dir"] == "out/fedavg/seed0" and rows[0]["partition_sha256"] == "p0"
+    summary = list(csv.DictReader(io.StringIO(summary_csv(c))))
+    assert [r["method"] for r in summary] == ["fedavg", "fedbn", "lips"]
+    assert float(summary[2]["final_mean"]) == pytest.approx(sum(LIPS) / 3)
+    assert summary[0]["p_value"] == "" and summary[0]["seeds"] == "0 1 2"
+    md = summary_markdown(c).splitlines()
+    assert md[0] == "| method | acc (mean ± std) | Δ vs fedavg [95% CI] | p | wins |"
+    d = [a - b for a, b in zip(FEDBN, FEDAVG, strict=True)]
+    assert md[3].startswith(f"| fedbn | {sum(FEDBN) / 3:.2f} ± {sample_std(FEDBN):.2f} | ")
+    assert md[3].endswith(" | 0/6 (6) |")  # identical client accuracies: all ties
+    write_files(tmp_path, three_seeds, c, {"preset": "x.yaml"})
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["preset"] == "x.yaml" and data["std_ddof"] == 1
+    assert data["methods"][1]["diff_mean"] == pytest.approx(sum(d) / 3)
+    assert not list(tmp_path.glob(".*.tmp"))
+    console = Console(width=160, record=True)
+    console.print(comparison_table(c, "title"))
+    text = console.export_text()
+    assert "lips" in text and f"{sum(LIPS) / 3:.2f} ± {sample_std(LIPS):.2f}" in text
+    assert "baseline" in text and "ddof=1" in text
