@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from fedlab_cli.cli.compare_cmd import compare_command
+from fedlab_cli.cli.inertia_cmd import inertia_app
 from fedlab_cli.cli.list_cmd import list_command
 from fedlab_cli.cli.run_cmd import run_command
 
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.command("run")(run_command)
 app.command("list")(list_command)
+app.command("compare")(compare_command)
+app.add_typer(inertia_app, name="inertia")
 
 
 def main() -> None:

@@ -77,6 +77,11 @@ _TEST = {
     "tinyimagenet": _NORMALIZE,
     "digits": _TO_TENSOR,
 }
+# The synthetic stand-ins (fedlab_cli.data.synthetic) are transformed like the dataset they copy,
+# so a speed run on them does the real run's augmentation work.
+for _real in ("cifar10", "cifar100", "tinyimagenet"):
+    _TRAIN[f"synthetic_{_real}"] = _TRAIN[_real]
+    _TEST[f"synthetic_{_real}"] = _TEST[_real]
 
 
 def train_transform(dataset: str, augment: bool) -> BatchTransform:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from fedlab_cli.data import cache, digits
+from fedlab_cli.data import cache, digits, synthetic
 from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.cifar import CIFAR10, CIFAR100, load_cifar10, load_cifar100
 from fedlab_cli.data.tiny_imagenet import MD5 as TINY_MD5
@@ -84,6 +85,19 @@ DATASETS: dict[str, DatasetInfo] = {
         "test pool = val split)",
         loader=load_tiny_imagenet,
     ),
+    **{
+        v.name: DatasetInfo(
+            name=v.name,
+            num_classes=v.num_classes,
+            image_shape=v.image_shape,
+            train_pool=v.train_pool,
+            test_pool=v.test_pool,
+            source=f"generated offline, fixed seed; {v.real}'s shape, for speed runs",
+            loader=partial(synthetic.load_synthetic, v.name),
+            cached=False,  # generating is about as fast as reading a cache
+        )
+        for v in synthetic.VARIANTS.values()
+    },
 }
 
 

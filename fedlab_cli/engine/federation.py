@@ -99,7 +99,7 @@ class Federation:
             train_transform(dataset.name, spec.data.augment),
             test_transform(dataset.name),
         )
-        self.strategy = make_strategy(spec.engine.strategy, self.model, spec.training, device)
+        self.strategy = make_strategy(spec.engine, self.model, spec.training, device)
         self.observers: list[RoundObserver] = []
         self.generator = torch.Generator(device=device).manual_seed(spec.seed)
         self.next_round = 0

@@ -74,8 +74,19 @@ class EvalSpec(_Section):
 
 
 class EngineSpec(_Section):
+    """How a run executes; none of these changes the algorithm, only speed and float rounding."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    strategy: Literal["auto", "sequential"] = "auto"
+    strategy: Literal["auto", "sequential", "vectorized"] = Field(
+        "auto", description="auto: sequential on CPU, vectorized on CUDA"
+    )
+    chunk_size: int | None = Field(
+        None, ge=1, description="vectorized: clients per batched computation; none = from memory"
+    )
+    autocast: Literal["none", "bf16"] = Field(
+        "none", description="vectorized: run forward passes in bfloat16 autocast"
+    )
+    tf32: bool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
 
 
 class InertiaSpec(_Section):

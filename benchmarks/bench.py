@@ -1,0 +1,289 @@
+"""Time fedlab on a preset shortened to a few rounds, against a reference-style loop, here.
+
+    python benchmarks/bench.py PRESET [--rounds 2] [--repeats 3] [--set key=value ...]
+        [--strategies auto] [--data auto|real|synthetic] [--no-reference] [--warmup N]
+        [--threads N] [--json]
+
+For each repeat it runs every requested fedlab strategy and then the reference-style loop
+(benchmarks/reference_loop.py: one model per client, PIL transforms per sample in a DataLoader,
+clients one after another, per-client evaluation) on the same workload, in this process, on the
+spec's device. It prints seconds per round, rounds/s, training samples/s, achieved TFLOP/s, the
+projected time of the preset's full protocol, and the ratio reference / fedlab (medians over the
+repeats). Where the dataset's files are absent, ``--data auto`` runs its synthetic stand-in
+(same shapes, pools and transforms; fedlab_cli/data/synthetic.py).
+
+FLOPs: twice the multiply-accumulates of every conv and linear layer for one sample (forward
+hooks on a probe input); a training sample counts three forward passes (forward, gradient of
+the input, gradient of the weights), an evaluated sample one. BN, ReLU, pooling and the
+optimizer are not counted, so the TFLOP/s figure slightly understates the work done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_loop, run as a script
+
+from reference_loop import run_reference
+
+from fedlab_cli.cli.presets import find_spec
+from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.data.partition import ClientSplits, split_clients
+from fedlab_cli.data.registry import DATASETS, load_dataset
+from fedlab_cli.data.synthetic import synthetic_name
+from fedlab_cli.engine.device import resolve_device
+from fedlab_cli.engine.federation import Federation
+from fedlab_cli.engine.strategies import make_strategy, resolve_strategy
+from fedlab_cli.errors import FedlabError
+from fedlab_cli.models import build
+from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, read_yaml, resolve
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A preset, shortened: what every timed contender runs."""
+
+    name: str
+    resolved: ResolvedSpec
+    dataset: ImageDataset
+    splits: ClientSplits
+    device: torch.device
+    full_rounds: int
+    timed_rounds: int
+    warmup: int
+
+    @property
+    def spec(self):
+        return self.resolved.spec
+
+
+def forward_flops(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """FLOPs (2 x MACs) of one sample's forward pass through the conv and linear layers."""
+    probe = copy.deepcopy(model).to("meta").eval()
+    macs = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs
+        per_output = module.weight[0].numel()  # in_channels/groups * kernel area, or in_features
+        macs += output[0].numel() * per_output
+
+    for module in probe.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        probe(torch.empty(1, *image_shape, device="meta"))
+    return 2 * macs
+
+
+def round_work(workload: Workload) -> tuple[int, int, int]:
+    """Training samples, evaluated samples and FLOPs of one (evaluated) round."""
+    spec, ds = workload.spec, workload.dataset
+    participants = max(1, round(spec.federation.participation * spec.data.num_clients))
+    train = participants * spec.data.train_per_client * spec.training.local_epochs
+    evaluations = 2 if workload.resolved.method_cls.aggregates else 1
+    tested = evaluations * spec.data.num_clients * spec.data.test_per_client
+    model = build(spec.model.name, ds.num_classes, in_channels=ds.image_shape[0])
+    flops = forward_flops(model, ds.image_shape)
+    return train, tested, 3 * flops * train + flops * tested
+
+
+def load_workload(
+    preset: str, overrides: list[str], rounds: int, data: str, warmup: int | None
+) -> Workload:
+    """The preset with overrides, its dataset (or synthetic stand-in), partition and device."""
+    raw = apply_overrides(read_yaml(find_spec(preset)), overrides)
+    full_rounds = resolve(raw).spec.federation.rounds
+    raw = apply_overrides(raw, [f"federation.rounds={rounds}"])
+    spec = resolve(raw).spec
+    name = spec.data.dataset
+    dataset = None
+    if data != "synthetic" or synthetic_name(name) not in DATASETS:
+        try:
+            dataset = load_dataset(name, spec.data.root, download=False)
+        except FedlabError:
+            if data == "real" or synthetic_name(name) not in DATASETS:
+                raise
+    if dataset is None:
+        name = synthetic_name(name)
+        raw = apply_overrides(raw, [f"data.dataset={name}"])
+        dataset = load_dataset(name, spec.data.root, download=False)
+    resolved = resolve(raw)
+    spec = resolved.spec
+    splits = split_clients(
+        dataset.train_labels.numpy(),
+        dataset.test_labels.numpy(),
+        spec.data.num_clients,
+        spec.data.alpha,
+        spec.data.train_per_client,
+        spec.data.test_per_client,
+        spec.seed,
+    )
+    device, _ = resolve_device(spec.engine.device)
+    if warmup is None:
+        warmup = 1 if device.type == "cuda" else 0
+    return Workload(
+        Path(preset).stem, resolved, dataset, splits, device, full_rounds, rounds, warmup
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fedlab(workload: Workload, strategy: str) -> float:
+    """Seconds per timed round of fedlab with ``strategy`` (after the warm-up rounds)."""
+    spec = workload.spec.model_copy(deep=True)
+    spec.engine.strategy = strategy
+    resolved = ResolvedSpec(spec, workload.resolved.method_cls, workload.resolved.method_params)
+    spec.federation.rounds = workload.warmup + workload.timed_rounds
+    fed = Federation(resolved, workload.dataset, workload.splits, workload.device)
+    # every engine knob (chunk size, autocast, TF32), whatever the federation passed on
+    fed.strategy = make_strategy(spec.engine, fed.model, spec.training, workload.device)
+    for _ in range(workload.warmup):
+        fed.run_round()
+    synchronize(workload.device)
+    start = time.perf_counter()
+    for _ in range(workload.timed_rounds):
+        fed.run_round()
+    synchronize(workload.device)
+    return (time.perf_counter() - start) / workload.timed_rounds
+
+
+def time_reference(workload: Workload) -> float:
+    """Seconds per timed round of the reference-style loop on the same workload."""
+    spec = workload.spec
+    if spec.federation.participation < 1:
+        raise FedlabError("bench: the reference-style loop has every client take part")
+    method = workload.resolved.method_cls(workload.resolved.method_params)
+    model = build(spec.model.name, workload.dataset.num_classes, workload.dataset.image_shape[0])
+    roles = model.roles
+    result = run_reference(
+        spec,
+        workload.dataset,
+        workload.splits,
+        workload.device,
+        shares=lambda name: method.shares(name, roles[name]),
+        aggregates=method.aggregates,
+        rounds=workload.warmup + workload.timed_rounds,
+    )
+    return statistics.fmean(result.seconds[workload.warmup :])
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def benchmark(workload: Workload, strategies: list[str], repeats: int, reference: bool) -> dict:
+    """Time every contender ``repeats`` times, printing as it goes; the results as a dict."""
+    spec, ds = workload.spec, workload.dataset
+    train, tested, flops = round_work(workload)
+    concrete = [resolve_strategy(s, workload.device) for s in strategies]
+    print(
+        f"workload: {workload.name} on {ds.name}, {spec.model.name}, method "
+        f"{spec.method.name}, {spec.data.num_clients} clients x {spec.data.train_per_client} "
+        f"train / {spec.data.test_per_client} test, {spec.training.local_epochs} epochs, batch "
+        f"{spec.training.batch_size}; {workload.timed_rounds} timed rounds (+{workload.warmup} "
+        f"warm-up) of {workload.full_rounds}; device {workload.device} "
+        f"({torch.get_num_threads()} CPU threads)"
+    )
+    print(
+        f"work per round: {train} training samples, {tested} evaluated samples, "
+        f"{flops / 1e12:.3f} TFLOP (forward {flops_per_sample(workload) / 1e6:.1f} MFLOP/sample, "
+        f"training = 3x forward)"
+    )
+    times: dict[str, list[float]] = {s: [] for s in concrete}
+    if reference:
+        times["reference"] = []
+    for r in range(repeats):
+        parts = []
+        for s in concrete:
+            times[s].append(time_fedlab(workload, s))
+            parts.append(f"{s} {times[s][-1]:.3f} s/round")
+        if reference:
+            times["reference"].append(time_reference(workload))
+            parts.append(f"reference {times['reference'][-1]:.3f} s/round")
+        print(f"repeat {r + 1}/{repeats}: " + " | ".join(parts), flush=True)
+    results: dict = {"workload": workload.name, "dataset": ds.name, "device": str(workload.device)}
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        results[name] = {
+            "seconds_per_round": seconds,
+            "repeats": values,
+            "rounds_per_s": 1 / seconds,
+            "train_samples_per_s": train / seconds,
+            "tflops": flops / seconds / 1e12,
+            "projected_full_s": seconds * workload.full_rounds,
+        }
+        label = "reference-style loop" if name == "reference" else f"fedlab {name}"
+        print(
+            f"{label}: {seconds:.3f} s/round (median of {len(values)}), "
+            f"{1 / seconds:.3f} rounds/s, {train / seconds:.0f} train samples/s, "
+            f"{flops / seconds / 1e12:.4f} TFLOP/s; projected {workload.full_rounds} rounds: "
+            f"{duration(seconds * workload.full_rounds)}"
+        )
+    if reference:
+        for s in concrete:
+            per_repeat = [a / b for a, b in zip(times["reference"], times[s], strict=True)]
+            ratio = statistics.median(per_repeat)
+            results[s]["ratio_vs_reference"] = ratio
+            listed = ", ".join(f"{x:.2f}" for x in per_repeat)
+            print(
+                f"ratio reference / fedlab {s}: {ratio:.2f}x "
+                f"(median over {repeats} repeats: {listed})"
+            )
+    return results
+
+
+def flops_per_sample(workload: Workload) -> int:
+    ds = workload.dataset
+    model = build(workload.spec.model.name, ds.num_classes, in_channels=ds.image_shape[0])
+    return forward_flops(model, ds.image_shape)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("preset", help="a preset name (quickstart, cifar100_fedbn, ...) or path")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats, medians (default 3)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument(
+        "--strategies",
+        default="auto",
+        help="comma-separated fedlab strategies: auto, sequential, vectorized (default auto)",
+    )
+    parser.add_argument("--data", choices=["auto", "real", "synthetic"], default="auto")
+    parser.add_argument("--no-reference", dest="reference", action="store_false")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds (1 on CUDA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        workload = load_workload(args.preset, args.overrides, args.rounds, args.data, args.warmup)
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+        results = benchmark(workload, strategies, args.repeats, args.reference)
+    except (FedlabError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
