@@ -36,13 +36,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from algorithms.fedbn import FedBN, FedBNParams
-from fedlab_cli.data.registry import DATASETS
 from fedlab_cli.engine.method import LocalTrace, MethodParams, RunContext
 from fedlab_cli.engine.population import Population
 from fedlab_cli.models import MODELS, Kind, Position
+from fedlab_cli.models.flops import layer_macs
 
 S0_BY_DATASET = {"cifar10": 0.5, "cifar100": 0.7, "tinyimagenet": 0.7}
 """The paper's s0 (Fig. 7d, README flags); other datasets (digits) take CIFAR-10's 0.5."""
@@ -112,7 +112,7 @@ class LIPS(FedBN):
         self.masks: dict[str, Tensor] = {}
         if self.persistent:
             self.masks = {n: torch.ones_like(weights[n], dtype=torch.bool) for n in self.middle}
-            self.cost = TrainingCost(population, self.middle, forward_macs(population, context))
+            self.cost = TrainingCost(population, self.middle, forward_macs(context))
         self.local_score: dict[str, Tensor] = {}
         self.sparsified: list[int] = []
         self.metrics: dict[str, Any] = {}
@@ -128,6 +128,11 @@ class LIPS(FedBN):
         self.metrics = {}
         if self.sparsifies(round_index) and self.params.score == "update_x_local":
             self.start = {n: population.params[n][clients].clone() for n in self.middle}
+
+    @property
+    def hooks_local_steps(self) -> bool:
+        """Only persistent sparsity acts after each step (or a subclass that hooks it)."""
+        return self.persistent or type(self).after_local_step is not LIPS.after_local_step
 
     def after_local_step(
         self, client: int, params: dict[str, Tensor], momentum: dict[str, Tensor]
@@ -276,19 +281,14 @@ class TrainingCost:
     counted all the same.
     """
 
-    def __init__(
-        self, population: Population, middle: list[str], macs: dict[str, int] | None
-    ) -> None:
+    def __init__(self, population: Population, middle: list[str], macs: dict[str, int]) -> None:
         device = next(iter(population.params.values())).device
         as_vector = partial(torch.tensor, dtype=torch.float64, device=device)
         self.middle = middle
         self.numel = as_vector([population.params[n][0].numel() for n in middle])
-        self.macs: Tensor | None = None  # the middle layers' MACs, when the probe found them
-        self.other_macs = 0.0  # the dense layers' (first, last)
-        if macs is not None:
-            layers = [population.roles[n].layer for n in middle]
-            self.macs = as_vector([macs[layer] for layer in layers])
-            self.other_macs = float(sum(macs.values()) - sum(macs[layer] for layer in layers))
+        layers = [population.roles[n].layer for n in middle]
+        self.macs = as_vector([macs[layer] for layer in layers])  # the sparsified layers'
+        self.other_macs = float(sum(macs.values()) - sum(macs[layer] for layer in layers))
         self.densities = torch.ones(population.num_clients, len(middle), device=device)
         self.densities = self.densities.to(torch.float64)
         self.steps = 0
@@ -304,16 +304,16 @@ class TrainingCost:
         d = self.densities[client]
         self.steps += 1
         self.density_sum += (d * self.numel).sum() / self.numel.sum()
-        if self.macs is not None:
-            self.flops_sum += (self.other_macs + (d * self.macs).sum()) / (
-                self.other_macs + self.macs.sum()
-            )
+        dense = self.other_macs + self.macs.sum()
+        self.flops_sum += (self.other_macs + (d * self.macs).sum()) / dense
 
     def summary(self) -> dict[str, float | None]:
         if self.steps == 0 or not self.middle:
             return {"mean_density": None, "train_flops_rel": None}
-        flops = None if self.macs is None else float(self.flops_sum) / self.steps
-        return {"mean_density": float(self.density_sum) / self.steps, "train_flops_rel": flops}
+        return {
+            "mean_density": float(self.density_sum) / self.steps,
+            "train_flops_rel": float(self.flops_sum) / self.steps,
+        }
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "density_sum": self.density_sum, "flops_sum": self.flops_sum}
@@ -324,34 +324,10 @@ class TrainingCost:
         self.flops_sum.copy_(state["flops_sum"])
 
 
-def forward_macs(population: Population, context: RunContext) -> dict[str, int] | None:
-    """One sample's forward MACs of every conv/linear layer of the run's architecture.
-
-    A method sees stacked tensors, not the nn.Module, so the architecture is the registered model
-    whose tensor names and shapes equal the population's, run on the meta device (no memory, no
-    random numbers drawn). None when no registered model or dataset matches (a plug-in).
-    """
-    info = DATASETS.get(context.dataset)
-    if info is None:
-        return None
-    wanted = {n: tuple(t.shape[1:]) for n, t in population.tensors().items()}
-    for entry in MODELS.values():
-        with torch.device("meta"):
-            model = entry.factory(num_classes=context.num_classes, in_channels=info.image_shape[0])
-        if {n: tuple(t.shape) for n, t in model.state_dict().items()} == wanted:
-            return layer_macs(model, info.image_shape)
-    return None
-
-
-def layer_macs(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, int]:
-    """MACs of each conv/linear layer for one input: output positions x weights per output."""
-    macs: dict[str, int] = {}
-
-    def record(name: str, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        macs[name] = output[0].numel() // module.weight.shape[0] * module.weight.numel()
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.register_forward_hook(partial(record, name))
-    model.eval()(torch.empty(1, *image_shape, device="meta"))
-    return macs
+def forward_macs(context: RunContext) -> dict[str, int]:
+    """One sample's forward MACs of every conv/linear layer of the run's architecture."""
+    with torch.device("meta"):
+        model = MODELS[context.model].factory(
+            num_classes=context.num_classes, in_channels=context.image_shape[0]
+        )
+    return layer_macs(model, context.image_shape)

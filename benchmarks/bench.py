@@ -21,7 +21,6 @@ optimizer are not counted, so the TFLOP/s figure slightly understates the work d
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_loop, run as a script
 
@@ -46,6 +44,7 @@ from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.strategies import make_strategy, resolve_strategy
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
+from fedlab_cli.models.flops import forward_flops
 from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, read_yaml, resolve
 
 
@@ -65,24 +64,6 @@ class Workload:
     @property
     def spec(self):
         return self.resolved.spec
-
-
-def forward_flops(model: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """FLOPs (2 x MACs) of one sample's forward pass through the conv and linear layers."""
-    probe = copy.deepcopy(model).to("meta").eval()
-    macs = 0
-
-    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal macs
-        per_output = module.weight[0].numel()  # in_channels/groups * kernel area, or in_features
-        macs += output[0].numel() * per_output
-
-    for module in probe.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.register_forward_hook(count)
-    with torch.no_grad():
-        probe(torch.empty(1, *image_shape, device="meta"))
-    return 2 * macs
 
 
 def round_work(workload: Workload) -> tuple[int, int, int]:

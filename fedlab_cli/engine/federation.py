@@ -88,6 +88,8 @@ class Federation:
                 local_epochs=spec.training.local_epochs,
                 dataset=dataset.name,
                 num_classes=dataset.num_classes,
+                model=spec.model.name,
+                image_shape=dataset.image_shape,
                 seed=spec.seed,
                 device=device,
             ),

@@ -51,6 +51,8 @@ class RunContext:
     local_epochs: int
     dataset: str
     num_classes: int
+    model: str
+    image_shape: tuple[int, int, int]
     seed: int
     device: torch.device
 
@@ -117,6 +119,11 @@ class Method:
         self, client: int, params: dict[str, Tensor], momentum: dict[str, Tensor]
     ) -> None:
         """Called after every local SGD step (under no_grad), e.g. to re-apply masks."""
+
+    @property
+    def hooks_local_steps(self) -> bool:
+        """Whether ``after_local_step`` does anything; strategies skip calling it otherwise."""
+        return type(self).after_local_step is not Method.after_local_step
 
     def after_local_training(
         self, population: Population, clients: list[int], round_index: int, trace: LocalTrace

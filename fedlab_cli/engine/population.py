@@ -57,4 +57,5 @@ class Population:
 def weighted_mean(stacked: Tensor, clients: Tensor, weights: Tensor) -> Tensor:
     """Mean of ``stacked[clients]`` over the client dimension, weighted by ``weights``."""
     w = (weights / weights.sum()).to(stacked.dtype)
-    return torch.tensordot(w, stacked[clients], dims=([0], [0]))
+    # elementwise, not a matmul: TF32 matmuls on a GPU would round the weights to 10 bits
+    return (stacked[clients] * w.view(-1, *[1] * (stacked.dim() - 1))).sum(0)

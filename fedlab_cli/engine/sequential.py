@@ -99,8 +99,9 @@ class SequentialStrategy:
                     grads = torch.autograd.grad(loss, [params[n] for n in trainable])
                     last_grads = dict(zip(trainable, grads, strict=True))
                     sgd_step(params, last_grads, momentum, cfg.lr, cfg.momentum, cfg.weight_decay)
-                    with torch.no_grad():
-                        method.after_local_step(c, params, momentum)
+                    if method.hooks_local_steps:
+                        with torch.no_grad():
+                            method.after_local_step(c, params, momentum)
                     losses.append(loss.detach())
         with torch.no_grad():
             for n, v in views.items():

@@ -320,7 +320,7 @@ class Hooks:
         kind = type(method)
         return cls(
             loss=kind.extra_loss is not Method.extra_loss,
-            step=kind.after_local_step is not Method.after_local_step,
+            step=method.hooks_local_steps,
         )
 
 

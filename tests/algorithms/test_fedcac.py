@@ -155,7 +155,16 @@ def test_collaborators_use_off_diagonal_mean_and_max():
 
 
 def context(dataset):
-    return RunContext(30, 5, dataset, 10, 0, torch.device("cpu"))
+    return RunContext(
+        rounds=30,
+        local_epochs=5,
+        dataset=dataset,
+        num_classes=10,
+        model="small_cnn",
+        image_shape=(1, 8, 8),
+        seed=0,
+        device=torch.device("cpu"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,7 @@ def test_persistent_masks_weights_and_momentum_until_the_next_round(make_spec, t
 
 def test_forward_macs_of_the_small_cnn(make_spec, tmp_path):
     fed = RunSession.start(lips_spec(make_spec), tmp_path / "r").federation
-    macs = forward_macs(fed.population, fed.method.context)
+    macs = forward_macs(fed.method.context)
     # 8x8 input: conv 1->16 at 8x8, conv 16->32 at 8x8, pool, conv 32->64 at 4x4, linear 64->10
     expected = {
         "features.0": 16 * 9 * 64,
@@ -330,7 +330,16 @@ def test_bad_parameters_are_rejected(make_spec, key, value):
 def test_s0_defaults_per_dataset(dataset, s0):
     model = build("small_cnn", 10, in_channels=1)
     method = LIPS(LIPS.Params())
-    context = RunContext(300, 5, dataset, 10, 0, torch.device("cpu"))
+    context = RunContext(
+        rounds=300,
+        local_epochs=5,
+        dataset=dataset,
+        num_classes=10,
+        model="small_cnn",
+        image_shape=(1, 8, 8),
+        seed=0,
+        device=torch.device("cpu"),
+    )
     method.setup(Population.replicate(model, 2, torch.device("cpu")), context)
     assert method.schedule.s0 == s0
 
@@ -420,3 +429,11 @@ def test_resume_equals_uninterrupted_run(make_spec, tmp_path, method):
     a = full.federation.population.tensors()
     b = resumed.federation.population.tensors()
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_only_persistent_lips_hooks_local_steps(make_spec, tmp_path):
+    transient = RunSession.start(lips_spec(make_spec), tmp_path / "t").federation.method
+    persistent = RunSession.start(
+        lips_spec(make_spec, sparsity="persistent"), tmp_path / "p"
+    ).federation.method
+    assert not transient.hooks_local_steps and persistent.hooks_local_steps

@@ -96,3 +96,8 @@ def test_extra_loss_steps_and_last_gradients(make_spec, tmp_path):
     name = "classifier.weight"
     assert abs(record["grad_norms"][name] - float(trace.last_grad_norms[name].mean())) < 1e-6
     assert all(v > 0 for v in method.extra_values)
+
+
+def test_strategies_know_which_methods_hook_local_steps():
+    assert not Method(Method.Params()).hooks_local_steps
+    assert Recorder(Method.Params()).hooks_local_steps
