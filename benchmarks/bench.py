@@ -36,11 +36,12 @@ from reference_loop import run_reference
 
 from fedlab_cli.cli.presets import find_spec
 from fedlab_cli.data.base import ImageDataset
-from fedlab_cli.data.partition import ClientSplits, split_clients
+from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.data.registry import DATASETS, load_dataset
 from fedlab_cli.data.synthetic import synthetic_name
 from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation
+from fedlab_cli.engine.session import partition
 from fedlab_cli.engine.strategies import make_strategy, resolve_strategy
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
@@ -100,15 +101,7 @@ def load_workload(
         dataset = load_dataset(name, spec.data.root, download=False)
     resolved = resolve(raw)
     spec = resolved.spec
-    splits = split_clients(
-        dataset.train_labels.numpy(),
-        dataset.test_labels.numpy(),
-        spec.data.num_clients,
-        spec.data.alpha,
-        spec.data.train_per_client,
-        spec.data.test_per_client,
-        spec.seed,
-    )
+    splits = partition(spec, dataset)
     device, _ = resolve_device(spec.engine.device)
     if warmup is None:
         warmup = 1 if device.type == "cuda" else 0

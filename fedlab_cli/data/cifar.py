@@ -8,15 +8,16 @@ partition indexes into (REFERENCE.md decision 11).
 from __future__ import annotations
 
 import pickle
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.data.download import Archive, ensure_files, one_line
 from fedlab_cli.errors import DatasetUnavailableError
 
 ProgressFn = Callable[[str, int, int], None]
@@ -37,6 +38,10 @@ class CifarRelease:
     num_classes: int
     url: str
     md5: str
+
+    @property
+    def archive(self) -> Archive:
+        return Archive(self.name, self.url, self.md5, self.folder)
 
 
 CIFAR10 = CifarRelease(
@@ -77,15 +82,7 @@ def load_cifar(
 ) -> ImageDataset:
     """Decode one CIFAR release under ``root``, downloading it first if absent and allowed."""
     root = Path(root).expanduser()
-    folder = root / release.folder
-    missing = _missing(release, folder)
-    if missing and download:
-        failure = _download(release, root)
-        missing = _missing(release, folder)
-        if missing:
-            raise _unavailable(release, folder, missing, failure or "archive lacked them")
-    if missing:
-        raise _unavailable(release, folder, missing, None)
+    folder = ensure_files(release.archive, root, download, partial(_missing, release))
     files = [*release.train_files, *release.test_files]
     decoded = []
     for done, file_name in enumerate(files):
@@ -111,32 +108,6 @@ def _missing(release: CifarRelease, folder: Path) -> list[str]:
     return [name for name in files if not (folder / name).is_file()]
 
 
-def _download(release: CifarRelease, root: Path) -> str | None:
-    """Fetch and extract the official archive into ``root``; a failure is returned as one line."""
-    from torchvision.datasets import utils as tv_utils
-
-    try:
-        tv_utils.download_and_extract_archive(release.url, str(root), md5=release.md5)
-    except Exception as exc:  # URLError, md5 mismatch, bad archive...: report, never a traceback
-        return _one_line(exc)
-    return None
-
-
-def _unavailable(
-    release: CifarRelease, folder: Path, missing: list[str], download_failure: str | None
-) -> DatasetUnavailableError:
-    """One line: what is missing, where it goes, where to get it (and why the download failed)."""
-    put = f"put the extracted '{release.folder}' folder in {folder.parent}"
-    if download_failure is None:
-        how = f"{put} or set data.download: true"
-    else:
-        how = f"download failed ({download_failure}); {put}"
-    return DatasetUnavailableError(
-        f"data: {release.name} files missing in {folder} ({', '.join(missing)}); {how} "
-        f"(archive {release.url}, md5 {release.md5})"
-    )
-
-
 def _read_batch(path: Path, release: CifarRelease) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch as ``(uint8 [n, 3, 32, 32], int64 [n])``, validated."""
     try:
@@ -144,7 +115,7 @@ def _read_batch(path: Path, release: CifarRelease) -> tuple[np.ndarray, np.ndarr
             raw = pickle.load(handle, encoding="bytes")
     except Exception as exc:
         raise DatasetUnavailableError(
-            f"data: {release.name} file {path} is not a readable CIFAR batch ({_one_line(exc)}); "
+            f"data: {release.name} file {path} is not a readable CIFAR batch ({one_line(exc)}); "
             f"delete it to re-download"
         ) from None
     if not isinstance(raw, dict):
@@ -174,9 +145,3 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, t
     images = np.concatenate([images for images, _ in parts])
     labels = np.concatenate([labels for _, labels in parts])
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as a single short line (urllib and tarfile messages may span lines)."""
-    text = re.sub(r"\s+", " ", str(exc)).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

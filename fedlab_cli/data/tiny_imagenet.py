@@ -16,7 +16,6 @@ decision 11). The order is computed; no file is moved. ``test/`` is unlabeled an
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 
 from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.data.download import Archive, ensure_files, one_line
 from fedlab_cli.errors import DatasetUnavailableError
 
 ProgressFn = Callable[[str, int, int], None]
@@ -34,6 +34,7 @@ FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4553bb13b8d"
 SIDE = 64
+ARCHIVE = Archive("tinyimagenet", URL, MD5, FOLDER)
 
 _IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 _CHUNK = 256  # images decoded between two progress reports
@@ -43,15 +44,7 @@ def load_tiny_imagenet(
     root: Path, download: bool, progress: ProgressFn | None = None
 ) -> ImageDataset:
     """Decode the release under ``root/tiny-imagenet-200`` to uint8 ``[N, 3, 64, 64]``."""
-    folder = Path(root).expanduser() / FOLDER
-    missing = _missing(folder)
-    if missing and download:
-        failure = _download(Path(root).expanduser())
-        missing = _missing(folder)
-        if missing:
-            raise _unavailable(folder, missing, failure or "archive lacked them")
-    if missing:
-        raise _unavailable(folder, missing, None)
+    folder = ensure_files(ARCHIVE, Path(root).expanduser(), download, _missing)
 
     wnids = read_wnids(folder)
     train_files, train_labels = train_listing(folder, wnids)
@@ -138,7 +131,7 @@ def _decode_one(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as exc:  # truncated or non-image file: name it, one line
-        raise _bad(path, f"cannot decode image ({_one_line(exc)})") from None
+        raise _bad(path, f"cannot decode image ({one_line(exc)})") from None
     if array.shape != (SIDE, SIDE, 3):
         raise _bad(path, f"image is {array.shape[1]}x{array.shape[0]}, expected {SIDE}x{SIDE}")
     return array
@@ -152,7 +145,7 @@ def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise _bad(path, _one_line(exc)) from None
+        raise _bad(path, one_line(exc)) from None
 
 
 def _missing(folder: Path) -> list[str]:
@@ -161,37 +154,5 @@ def _missing(folder: Path) -> list[str]:
     return [name for name in needed if not (folder / name).exists()]
 
 
-def _download(root: Path) -> str | None:
-    """Fetch and unzip the release into ``root``; a failure is returned as one line."""
-    from torchvision.datasets import utils as tv_utils
-
-    try:
-        tv_utils.download_and_extract_archive(URL, str(root), md5=MD5)
-    except Exception as exc:  # URLError, md5 mismatch, bad zip...: report, never a traceback
-        return _one_line(exc)
-    return None
-
-
-def _unavailable(
-    folder: Path, missing: list[str], download_failure: str | None
-) -> DatasetUnavailableError:
-    """One line: what is missing, where the folder goes, where to get it."""
-    put = f"put the extracted '{FOLDER}' folder in {folder.parent}"
-    if download_failure is None:
-        how = f"{put} or set data.download: true"
-    else:
-        how = f"download failed ({download_failure}); {put}"
-    return DatasetUnavailableError(
-        f"data: tinyimagenet files missing in {folder} ({', '.join(missing)}); {how} "
-        f"(archive {URL}, md5 {MD5})"
-    )
-
-
 def _bad(path: Path, detail: str) -> DatasetUnavailableError:
     return DatasetUnavailableError(f"data: tinyimagenet file {path}: {detail}")
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as a single short line (urllib and zipfile messages may span lines)."""
-    text = re.sub(r"\s+", " ", str(exc)).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

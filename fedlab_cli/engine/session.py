@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.partition import ClientSplits, split_clients
 from fedlab_cli.data.registry import load_dataset
 from fedlab_cli.engine.device import resolve_device
@@ -21,6 +22,7 @@ from fedlab_cli.engine.inertia import InertiaRecorder, attach_inertia
 from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import ResolvedSpec, load_spec
+from fedlab_cli.spec.model import RunSpec
 
 Progress = Callable[[str, int, int], None]
 
@@ -102,16 +104,22 @@ def _build(
     device, notice = resolve_device(spec.engine.device)
     dataset = load_dataset(spec.data.dataset, spec.data.root, spec.data.download, progress)
     if splits is None:
-        splits = split_clients(
-            dataset.train_labels.numpy(),
-            dataset.test_labels.numpy(),
-            spec.data.num_clients,
-            spec.data.alpha,
-            spec.data.train_per_client,
-            spec.data.test_per_client,
-            spec.seed,
-        )
+        splits = partition(spec, dataset)
     return Federation(resolved, dataset, splits, device), splits, notice
+
+
+def partition(spec: RunSpec, dataset: ImageDataset) -> ClientSplits:
+    """The spec's Dirichlet split of both pools (same seed for train and test)."""
+    data = spec.data
+    return split_clients(
+        dataset.train_labels.numpy(),
+        dataset.test_labels.numpy(),
+        data.num_clients,
+        data.alpha,
+        data.train_per_client,
+        data.test_per_client,
+        spec.seed,
+    )
 
 
 def summarize(

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from support import digits_context
 
 from algorithms.fedcac import (
     FedCAC,
@@ -13,7 +14,6 @@ from algorithms.fedcac import (
     overlap_matrix,
 )
 from fedlab_cli.engine.federation import run
-from fedlab_cli.engine.method import RunContext
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
@@ -154,19 +154,6 @@ def test_collaborators_use_off_diagonal_mean_and_max():
     assert torch.equal(collaborators(overlap, 49, 50), torch.eye(6, dtype=torch.bool))
 
 
-def context(dataset):
-    return RunContext(
-        rounds=30,
-        local_epochs=5,
-        dataset=dataset,
-        num_classes=10,
-        model="small_cnn",
-        image_shape=(1, 8, 8),
-        seed=0,
-        device=torch.device("cpu"),
-    )
-
-
 @pytest.mark.parametrize(
     ("dataset", "params", "expected"),
     [
@@ -180,7 +167,7 @@ def context(dataset):
 def test_tau_and_beta_default_per_dataset(dataset, params, expected):
     pop = Population.replicate(build("small_cnn", 10, in_channels=1), 2, torch.device("cpu"))
     method = FedCAC(FedCACParams(**params))
-    method.setup(pop, context(dataset))
+    method.setup(pop, digits_context(dataset))
     assert (method.tau, method.beta) == expected
 
 

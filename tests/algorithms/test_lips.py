@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from support import Crash, crash_after, digits_context, strip_time
 
 from algorithms.lips import LIPS, Schedule, forward_macs, mean_pairwise_jaccard
 from fedlab_cli.engine.federation import run
-from fedlab_cli.engine.method import RunContext
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
@@ -330,16 +330,7 @@ def test_bad_parameters_are_rejected(make_spec, key, value):
 def test_s0_defaults_per_dataset(dataset, s0):
     model = build("small_cnn", 10, in_channels=1)
     method = LIPS(LIPS.Params())
-    context = RunContext(
-        rounds=300,
-        local_epochs=5,
-        dataset=dataset,
-        num_classes=10,
-        model="small_cnn",
-        image_shape=(1, 8, 8),
-        seed=0,
-        device=torch.device("cpu"),
-    )
+    context = digits_context(dataset, rounds=300)
     method.setup(Population.replicate(model, 2, torch.device("cpu")), context)
     assert method.schedule.s0 == s0
 
@@ -382,22 +373,6 @@ def test_mean_pairwise_jaccard_by_hand():
     masks = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
     assert mean_pairwise_jaccard(masks) == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
     assert mean_pairwise_jaccard(masks[:1]) is None
-
-
-def strip_time(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(round_index):
-    def callback(record):
-        if record.round == round_index:
-            raise Crash
-
-    return callback
 
 
 @pytest.mark.parametrize(

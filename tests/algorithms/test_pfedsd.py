@@ -5,16 +5,13 @@ import math
 
 import pytest
 import torch
+from support import strip_time
 
 from algorithms.pfedsd import PFedSD
 from fedlab_cli.engine.federation import run
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
-
-
-def strip_time(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 def run_to_end(session):

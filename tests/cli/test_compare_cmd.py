@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import fedlab_cli.engine.compare as engine_compare
@@ -28,15 +27,6 @@ LEARNING = {  # enough local steps that the methods end apart, seed by seed
     "training.batch_size": 8,
     "training.lr": 0.1,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Runs back to back on a shared CPU: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -38,15 +38,6 @@ PRESET = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Runs back to back on a shared CPU: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def preset(tmp_path):
     path = tmp_path / "tiny.yaml"

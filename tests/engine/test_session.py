@@ -5,25 +5,10 @@ import json
 import pytest
 import torch
 import yaml
+from support import Crash, crash_after, strip_time
 
 from fedlab_cli.engine.federation import run
 from fedlab_cli.engine.session import RunSession
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(round_index):
-    def callback(record):
-        if record.round == round_index:
-            raise Crash
-
-    return callback
-
-
-def strip_time(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 def run_to_end(session):
