@@ -58,6 +58,7 @@ def run_command(
     elif not quiet:
         target = str(resume if resume is not None else session.run_dir.path)
         console.print(summary_table(summary, target))
+        console.print(f"layer inertia: fedlab inertia report {target}", highlight=False)
 
 
 def _train(session: RunSession, console: Console) -> dict:
