@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -33,8 +33,18 @@ from torch import Tensor
 from fedlab_cli.engine.population import Population, weighted_mean
 from fedlab_cli.models import TensorRole
 
-Forward = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]
-"""``forward(params, buffers, inputs) -> logits`` with the run's model architecture."""
+
+class Forward(Protocol):
+    """The run's architecture on given tensors; ``train`` picks the mode (default: current)."""
+
+    def __call__(
+        self,
+        params: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+        inputs: Tensor,
+        *,
+        train: bool | None = None,
+    ) -> Tensor: ...
 
 
 class MethodParams(BaseModel):
