@@ -47,16 +47,37 @@ class Pipeline:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         _check_batch(images)
-        x = images.float()
+        return self.apply(images, self.draw(len(images), generator, images.device))
+
+    def draw(
+        self, batch: int, generator: torch.Generator | None, device: torch.device | str
+    ) -> list[torch.Tensor]:
+        """The per-sample random draws of one batch, in a fixed order: flips, angles, offsets.
+
+        Split from ``apply`` so a strategy can draw a whole round ahead, in this same order.
+        """
+        draws = []
         if self.flip:
-            x = horizontal_flip(x, random_flips(len(x), generator, x.device))
+            draws.append(random_flips(batch, generator, device))
         if self.rotate_degrees:
-            x = rotate(x, random_angles(len(x), self.rotate_degrees, generator, x.device))
+            draws.append(random_angles(batch, self.rotate_degrees, generator, device))
+        if self.crop_padding:
+            draws.extend(random_offsets(batch, 2 * self.crop_padding, generator, device))
+        return draws
+
+    def apply(self, images: torch.Tensor, draws: list[torch.Tensor]) -> torch.Tensor:
+        """The transform of a uint8 batch with its draws given (as ``draw`` returns them)."""
+        x = images.float()
+        pending = iter(draws)
+        if self.flip:
+            x = horizontal_flip(x, next(pending))
+        if self.rotate_degrees:
+            x = rotate(x, next(pending))
         x = x.div(255.0)
         if self.mean is not None and self.std is not None:
             x = normalize(x, self.mean, self.std)
         if self.crop_padding:
-            tops, lefts = random_offsets(len(x), 2 * self.crop_padding, generator, x.device)
+            tops, lefts = next(pending), next(pending)
             x = padded_crop(x, self.crop_padding, tops, lefts)
         return x
 

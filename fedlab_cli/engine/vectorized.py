@@ -55,16 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from fedlab_cli.data.augment import (
-    Pipeline,
-    horizontal_flip,
-    normalize,
-    padded_crop,
-    random_angles,
-    random_flips,
-    random_offsets,
-    rotate,
-)
+from fedlab_cli.data.augment import Pipeline
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.method import LocalTrace, Method, Phase
 from fedlab_cli.engine.population import Population
@@ -350,7 +341,7 @@ class Plan:
     ) -> Tensor:
         """The chunk's augmented batch ``[k, b, C, H, W]`` for positions ``lo:hi`` of ``epoch``."""
         draws = [d[:, epoch, lo:hi].flatten() for d in self.draws]
-        x = apply_pipeline(pipeline, images[batch.flatten()], draws)
+        x = pipeline.apply(images[batch.flatten()], draws)
         return x.view(*batch.shape, *x.shape[1:])
 
 
@@ -369,8 +360,7 @@ def draw_plan(
     for _ in range(clients * epochs):
         orders.append(torch.randperm(n, generator=generator, device=device))
         per_batch = [
-            draw_batch(pipeline, hi - lo, generator, device)
-            for lo, hi in batch_bounds(n, batch_size)
+            pipeline.draw(hi - lo, generator, device) for lo, hi in batch_bounds(n, batch_size)
         ]
         draws.append([torch.cat(kind) for kind in zip(*per_batch, strict=True)])
     kinds = len(draws[0]) if draws else 0
@@ -380,37 +370,6 @@ def draw_plan(
         else torch.zeros(clients, 0, n, dtype=torch.long, device=device),
         draws=[torch.stack([d[j] for d in draws]).view(clients, epochs, n) for j in range(kinds)],
     )
-
-
-def draw_batch(
-    pipeline: Pipeline, batch: int, generator: torch.Generator, device: torch.device
-) -> list[Tensor]:
-    """The per-sample draws ``Pipeline.__call__`` makes for one batch, in its order."""
-    draws = []
-    if pipeline.flip:
-        draws.append(random_flips(batch, generator, device))
-    if pipeline.rotate_degrees:
-        draws.append(random_angles(batch, pipeline.rotate_degrees, generator, device))
-    if pipeline.crop_padding:
-        draws.extend(random_offsets(batch, 2 * pipeline.crop_padding, generator, device))
-    return draws
-
-
-def apply_pipeline(pipeline: Pipeline, images: Tensor, draws: list[Tensor]) -> Tensor:
-    """``Pipeline.__call__`` with its draws given (as ``draw_batch`` returns them)."""
-    x = images.float()
-    pending = iter(draws)
-    if pipeline.flip:
-        x = horizontal_flip(x, next(pending))
-    if pipeline.rotate_degrees:
-        x = rotate(x, next(pending))
-    x = x.div(255.0)
-    if pipeline.mean is not None and pipeline.std is not None:
-        x = normalize(x, pipeline.mean, pipeline.std)
-    if pipeline.crop_padding:
-        tops, lefts = next(pending), next(pending)
-        x = padded_crop(x, pipeline.crop_padding, tops, lefts)
-    return x
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
