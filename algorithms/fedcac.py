@@ -105,7 +105,7 @@ class FedCAC(Method):
     def setup(self, population: Population, context: RunContext) -> None:
         """Resolve τ and β: the user's values, else the dataset's defaults (decision 9)."""
         super().setup(population, context)
-        tau, beta = DATASET_DEFAULTS.get(context.dataset, DATASET_DEFAULTS["cifar10"])
+        tau, beta = DATASET_DEFAULTS.get(context.protocol_dataset, DATASET_DEFAULTS["cifar10"])
         self.tau = self.params.tau if self.params.tau is not None else tau
         self.beta = self.params.beta if self.params.beta is not None else beta
         self.start: dict[str, Tensor] = {}

@@ -94,7 +94,7 @@ class LIPS(FedBN):
     def setup(self, population: Population, context: RunContext) -> None:
         super().setup(population, context)
         p = self.params
-        s0 = p.s0 if p.s0 is not None else S0_BY_DATASET.get(context.dataset, 0.5)
+        s0 = p.s0 if p.s0 is not None else S0_BY_DATASET.get(context.protocol_dataset, 0.5)
         self.schedule = Schedule(s0, p.interval, context.rounds)
         self.persistent = p.sparsity == "persistent"
         self.middle = [

@@ -66,6 +66,11 @@ class RunContext:
     seed: int
     device: torch.device
 
+    @property
+    def protocol_dataset(self) -> str:
+        """The dataset whose paper defaults apply: a synthetic stand-in takes its original's."""
+        return self.dataset.removeprefix("synthetic_")
+
 
 @dataclass(frozen=True)
 class Phase:

@@ -326,7 +326,8 @@ def test_bad_parameters_are_rejected(make_spec, key, value):
 
 
 @pytest.mark.parametrize("dataset, s0", [("cifar10", 0.5), ("cifar100", 0.7),
-                                         ("tinyimagenet", 0.7), ("digits", 0.5)])  # fmt: skip
+                                         ("tinyimagenet", 0.7), ("digits", 0.5),
+                                         ("synthetic_cifar100", 0.7)])  # fmt: skip
 def test_s0_defaults_per_dataset(dataset, s0):
     model = build("small_cnn", 10, in_channels=1)
     method = LIPS(LIPS.Params())
