@@ -8,14 +8,12 @@ cache that cannot be read or does not look like a dataset is treated as absent a
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from fedlab_cli.atomic import atomic_torch_save
 from fedlab_cli.data.base import ImageDataset
 
 CACHE_VERSION = 1
@@ -56,22 +54,10 @@ def write_cache(path: Path, dataset: ImageDataset) -> None:
         "num_classes": int(dataset.num_classes),
         **{key: getattr(dataset, key).detach().cpu().contiguous() for key in _TENSOR_KEYS},
     }
-    tmp_name: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
+        atomic_torch_save(payload, path)
     except OSError as exc:
         warnings.warn(f"could not write dataset cache {path}: {exc}", stacklevel=2)
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
 
 
 def _looks_valid(payload: object, name: str) -> bool:

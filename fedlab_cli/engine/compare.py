@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 import yaml
 
+from fedlab_cli.atomic import atomic_write_text
 from fedlab_cli.engine.federation import RoundRecord, run
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.registry import load_method
-from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir, atomic_write_text
+from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
 from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, read_yaml, resolve

@@ -13,11 +13,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from fedlab_cli.atomic import atomic_torch_save, atomic_write_text
 
 SPEC, PARTITION, METRICS, SUMMARY, CHECKPOINTS = (
     "spec.yaml",
@@ -37,36 +37,6 @@ INERTIA_COLUMNS = (
     "rel_update",
     "grad_norm",
 )
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunDir:
@@ -90,10 +60,7 @@ class RunDir:
 
     def append_metrics(self, record: dict) -> None:
         """One JSON line per round, written with one call and flushed to disk."""
-        with open(self.path / METRICS, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append(self.path / METRICS, json.dumps(record) + "\n")
 
     def metrics(self) -> list[dict]:
         path = self.path / METRICS
@@ -117,10 +84,7 @@ class RunDir:
         """Rows in ``INERTIA_COLUMNS`` order, appended with one flushed write; NaN is empty."""
         path = self.path / INERTIA
         text = _csv_text(rows, header=not path.is_file() or path.stat().st_size == 0)
-        with open(path, "a", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append(path, text)
 
     def inertia_rows(self) -> list[dict[str, str]]:
         """``inertia.csv`` as dicts of strings; a line cut short by a crash ends the file."""
@@ -178,3 +142,11 @@ def _csv_cell(value: object) -> object:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.10g}"
     return value
+
+
+def _append(path: Path, text: str) -> None:
+    """Append with one write, flushed to disk: a crash loses at most this (partial) line."""
+    with open(path, "a", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -22,7 +22,8 @@ from rich import box
 from rich.table import Table
 from scipy import stats
 
-from fedlab_cli.engine.rundir import atomic_write_text
+from fedlab_cli.atomic import atomic_write_text
+from fedlab_cli.report.live import clock
 
 CONFIDENCE = 0.95
 DASH = "—"
@@ -291,12 +292,6 @@ def format_wins(p: PairedStats) -> str:
     return f"{p.clients_better}/{p.clients_total} ({p.clients_tied})"
 
 
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def comparison_table(c: Comparison, title: str = "") -> Table:
     """The terminal table: one row per method; the baseline's paired cells are empty."""
     table = Table(
@@ -318,7 +313,7 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
             m.method,
             format_mean_std(m),
             _num(m.best_mean),
-            _clock(m.wall_mean),
+            clock(m.wall_mean),
             format_diff(p) if p else "baseline",
             format_p(p.p_value) if p else "",
             format_wins(p) if p else "",

@@ -20,7 +20,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as m:ss or h:mm:ss, for elapsed and wall times."""
     seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -59,7 +60,7 @@ class LiveRoundView:
             self.console.print(
                 f"round {record.round:>3} [{self.done}/{self.total}] loss {_fmt(record.loss, 4)} "
                 f"local {_fmt(record.acc_local)} agg {_fmt(record.acc_agg)} "
-                f"{_clock(self.elapsed)} eta {_clock(self.eta)}",
+                f"{clock(self.elapsed)} eta {clock(self.eta)}",
                 highlight=False,
             )
 
@@ -81,8 +82,8 @@ class LiveRoundView:
                 f"{r.round}", _fmt(r.loss, 4), _fmt(r.acc_local), _fmt(r.acc_agg), _fmt(r.seconds)
             )
         status = (
-            f"{self.done}/{self.total} rounds done   elapsed {_clock(self.elapsed)}   "
-            f"ETA {_clock(self.eta)}"
+            f"{self.done}/{self.total} rounds done   elapsed {clock(self.elapsed)}   "
+            f"ETA {clock(self.eta)}"
         )
         footer = Table.grid(padding=(0, 2))
         footer.add_row(ProgressBar(total=self.total, completed=self.done, width=40), status)
@@ -105,7 +106,7 @@ def summary_table(summary: dict, run_dir: str) -> Table:
             label, _fmt(summary["final"][key]), f"{_fmt(best['value'])} ({best['round']})"
         )
     table.caption = (
-        f"{summary['rounds']} rounds, {_clock(summary['wall_seconds'])} wall, "
+        f"{summary['rounds']} rounds, {clock(summary['wall_seconds'])} wall, "
         f"device {summary['device']}, seed {summary['seed']}; "
         f"client std of the result {summary['client_std']:.2f}"
     )
