@@ -1,16 +1,19 @@
 """Time fedlab on a preset shortened to a few rounds, against a reference-style loop, here.
 
-    python benchmarks/bench.py PRESET [--rounds 2] [--repeats 3] [--set key=value ...]
-        [--strategies auto] [--data auto|real|synthetic] [--no-reference] [--warmup N]
-        [--threads N] [--json]
+    python benchmarks/bench.py PRESET [--rounds 2] [--repeats 3] [--clients N]
+        [--set key=value ...] [--strategies auto] [--data auto|real|synthetic]
+        [--no-reference] [--warmup N] [--threads N] [--json]
 
 For each repeat it runs every requested fedlab strategy and then the reference-style loop
 (benchmarks/reference_loop.py: one model per client, PIL transforms per sample in a DataLoader,
 clients one after another, per-client evaluation) on the same workload, in this process, on the
 spec's device. It prints seconds per round, rounds/s, training samples/s, achieved TFLOP/s, the
 projected time of the preset's full protocol, and the ratio reference / fedlab (medians over the
-repeats). Where the dataset's files are absent, ``--data auto`` runs its synthetic stand-in
-(same shapes, pools and transforms; fedlab_cli/data/synthetic.py).
+repeats). ``--clients N`` times N clients (a fresh Dirichlet partition of N) and projects to the
+preset's client count, linearly: exact for the sequential strategy and the reference-style loop,
+an estimate for the vectorized one, whose chunks are sized from memory. Where the dataset's
+files are absent, ``--data auto`` runs its synthetic stand-in (same shapes, pools and
+transforms; fedlab_cli/data/synthetic.py).
 
 FLOPs: twice the multiply-accumulates of every conv and linear layer for one sample (forward
 hooks on a probe input); a training sample counts three forward passes (forward, gradient of
@@ -42,7 +45,7 @@ from fedlab_cli.data.synthetic import synthetic_name
 from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.session import partition
-from fedlab_cli.engine.strategies import make_strategy, resolve_strategy
+from fedlab_cli.engine.strategies import resolve_strategy
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
 from fedlab_cli.models.flops import forward_flops
@@ -59,12 +62,18 @@ class Workload:
     splits: ClientSplits
     device: torch.device
     full_rounds: int
+    full_clients: int
     timed_rounds: int
     warmup: int
 
     @property
     def spec(self):
         return self.resolved.spec
+
+    def projected(self, seconds_per_round: float) -> float:
+        """Seconds of the full protocol: every round, every client of the preset."""
+        scale = self.full_clients / self.spec.data.num_clients
+        return seconds_per_round * self.full_rounds * scale
 
 
 def round_work(workload: Workload) -> tuple[int, int, int]:
@@ -80,12 +89,20 @@ def round_work(workload: Workload) -> tuple[int, int, int]:
 
 
 def load_workload(
-    preset: str, overrides: list[str], rounds: int, data: str, warmup: int | None
+    preset: str,
+    overrides: list[str],
+    rounds: int,
+    data: str,
+    warmup: int | None,
+    clients: int | None = None,
 ) -> Workload:
     """The preset with overrides, its dataset (or synthetic stand-in), partition and device."""
     raw = apply_overrides(read_yaml(find_spec(preset)), overrides)
-    full_rounds = resolve(raw).spec.federation.rounds
-    raw = apply_overrides(raw, [f"federation.rounds={rounds}"])
+    full = resolve(raw).spec
+    shorten = [f"federation.rounds={rounds}"]
+    if clients is not None:
+        shorten.append(f"data.num_clients={clients}")
+    raw = apply_overrides(raw, shorten)
     spec = resolve(raw).spec
     name = spec.data.dataset
     dataset = None
@@ -106,7 +123,15 @@ def load_workload(
     if warmup is None:
         warmup = 1 if device.type == "cuda" else 0
     return Workload(
-        Path(preset).stem, resolved, dataset, splits, device, full_rounds, rounds, warmup
+        Path(preset).stem,
+        resolved,
+        dataset,
+        splits,
+        device,
+        full.federation.rounds,
+        full.data.num_clients,
+        rounds,
+        warmup,
     )
 
 
@@ -122,8 +147,6 @@ def time_fedlab(workload: Workload, strategy: str) -> float:
     resolved = ResolvedSpec(spec, workload.resolved.method_cls, workload.resolved.method_params)
     spec.federation.rounds = workload.warmup + workload.timed_rounds
     fed = Federation(resolved, workload.dataset, workload.splits, workload.device)
-    # every engine knob (chunk size, autocast, TF32), whatever the federation passed on
-    fed.strategy = make_strategy(spec.engine, fed.model, spec.training, workload.device)
     for _ in range(workload.warmup):
         fed.run_round()
     synchronize(workload.device)
@@ -165,18 +188,20 @@ def benchmark(workload: Workload, strategies: list[str], repeats: int, reference
     """Time every contender ``repeats`` times, printing as it goes; the results as a dict."""
     spec, ds = workload.spec, workload.dataset
     train, tested, flops = round_work(workload)
-    concrete = [resolve_strategy(s, workload.device) for s in strategies]
+    per_sample = flops_per_sample(workload)
+    concrete = [resolve_strategy(s, workload.device, per_sample) for s in strategies]
     print(
         f"workload: {workload.name} on {ds.name}, {spec.model.name}, method "
         f"{spec.method.name}, {spec.data.num_clients} clients x {spec.data.train_per_client} "
         f"train / {spec.data.test_per_client} test, {spec.training.local_epochs} epochs, batch "
         f"{spec.training.batch_size}; {workload.timed_rounds} timed rounds (+{workload.warmup} "
-        f"warm-up) of {workload.full_rounds}; device {workload.device} "
+        f"warm-up) of {workload.full_rounds}, projected to {workload.full_clients} clients; "
+        f"device {workload.device} "
         f"({torch.get_num_threads()} CPU threads)"
     )
     print(
         f"work per round: {train} training samples, {tested} evaluated samples, "
-        f"{flops / 1e12:.3f} TFLOP (forward {flops_per_sample(workload) / 1e6:.1f} MFLOP/sample, "
+        f"{flops / 1e12:.3f} TFLOP (forward {per_sample / 1e6:.1f} MFLOP/sample, "
         f"training = 3x forward)"
     )
     times: dict[str, list[float]] = {s: [] for s in concrete}
@@ -200,14 +225,14 @@ def benchmark(workload: Workload, strategies: list[str], repeats: int, reference
             "rounds_per_s": 1 / seconds,
             "train_samples_per_s": train / seconds,
             "tflops": flops / seconds / 1e12,
-            "projected_full_s": seconds * workload.full_rounds,
+            "projected_full_s": workload.projected(seconds),
         }
         label = "reference-style loop" if name == "reference" else f"fedlab {name}"
         print(
             f"{label}: {seconds:.3f} s/round (median of {len(values)}), "
             f"{1 / seconds:.3f} rounds/s, {train / seconds:.0f} train samples/s, "
-            f"{flops / seconds / 1e12:.4f} TFLOP/s; projected {workload.full_rounds} rounds: "
-            f"{duration(seconds * workload.full_rounds)}"
+            f"{flops / seconds / 1e12:.4f} TFLOP/s; projected full run ({workload.full_clients} "
+            f"clients, {workload.full_rounds} rounds): {duration(workload.projected(seconds))}"
         )
     if reference:
         for s in concrete:
@@ -233,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("preset", help="a preset name (quickstart, cifar100_fedbn, ...) or path")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats, medians (default 3)")
+    parser.add_argument(
+        "--clients", type=int, default=None, help="time this many clients, project to all"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument(
         "--strategies",
@@ -248,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        workload = load_workload(args.preset, args.overrides, args.rounds, args.data, args.warmup)
+        workload = load_workload(
+            args.preset, args.overrides, args.rounds, args.data, args.warmup, args.clients
+        )
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         results = benchmark(workload, strategies, args.repeats, args.reference)
     except (FedlabError, ValueError) as err:

@@ -68,8 +68,8 @@ def _train(session: RunSession, console: Console) -> dict:
     spec = session.resolved.spec
     title = (
         f"{spec.method.name} · {spec.data.dataset} · {spec.model.name} · "
-        f"{spec.data.num_clients} clients · seed {spec.seed} · {fed.device} · "
-        f"→ {session.run_dir.path}"
+        f"{spec.data.num_clients} clients · seed {spec.seed} · {fed.device} "
+        f"{fed.strategy.name} · → {session.run_dir.path}"
     )
     try:
         with LiveRoundView(console, title, fed.rounds, fed.next_round) as view:

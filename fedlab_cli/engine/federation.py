@@ -101,10 +101,21 @@ class Federation:
             train_transform(dataset.name, spec.data.augment),
             test_transform(dataset.name),
         )
-        self.strategy = make_strategy(spec.engine, self.model, spec.training, device)
+        self.strategy = make_strategy(
+            spec.engine, self.model, spec.training, device, dataset.image_shape
+        )
         self.observers: list[RoundObserver] = []
         self.generator = torch.Generator(device=device).manual_seed(spec.seed)
         self.next_round = 0
+
+    def engine_description(self) -> dict[str, str]:
+        """How this run executes, ``auto`` settings resolved (for summary.json and the title)."""
+        precision = self.strategy.precision
+        return {
+            "strategy": self.strategy.name,
+            "autocast": precision.autocast,
+            "layout": "channels_last" if precision.channels_last else "contiguous",
+        }
 
     @property
     def rounds(self) -> int:

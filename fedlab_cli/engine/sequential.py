@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.method import LocalTrace, Method
 from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.precision import Precision
 from fedlab_cli.engine.sgd import sgd_step
 from fedlab_cli.spec.model import TrainingSpec
 
@@ -23,9 +23,14 @@ EVAL_BATCH = 1000
 class SequentialStrategy:
     """Local training and evaluation for one client at a time."""
 
-    def __init__(self, model: nn.Module, training: TrainingSpec) -> None:
+    name = "sequential"
+
+    def __init__(
+        self, model: nn.Module, training: TrainingSpec, precision: Precision | None = None
+    ) -> None:
         self.model = model
         self.training = training
+        self.precision = precision or Precision(model)
 
     def forward(
         self,
@@ -37,14 +42,15 @@ class SequentialStrategy:
     ) -> Tensor:
         """The model on these tensors; ``train`` runs it in that mode (e.g. a teacher in eval
         mode during local training) and restores the current one."""
-        if train is None or train == self.model.training:
-            return functional_call(self.model, (params, buffers), (x,))
-        mode = self.model.training
-        self.model.train(train)
+        precision = self.precision
+        if train is None or train == precision.training:
+            return precision.run(params, buffers, x)
+        mode = precision.training
+        precision.train(train)
         try:
-            return functional_call(self.model, (params, buffers), (x,))
+            return precision.run(params, buffers, x)
         finally:
-            self.model.train(mode)
+            precision.train(mode)
 
     def train(
         self,
@@ -82,7 +88,7 @@ class SequentialStrategy:
         roles = population.roles
         losses: list[Tensor] = []
         last_grads: dict[str, Tensor] = {}
-        self.model.train()
+        self.precision.train(True)
         for phase in phases:
             trainable = [n for n in params if phase.trains(n, roles[n])]
             for n in params:
@@ -116,7 +122,7 @@ class SequentialStrategy:
     @torch.no_grad()
     def evaluate(self, population: Population, data: ClientData) -> Tensor:
         """Each client's accuracy (%) on its own test split, with its own model."""
-        self.model.eval()
+        self.precision.train(False)
         images, labels = data.dataset.test_images, data.dataset.test_labels
         accuracies = []
         for c in range(population.num_clients):

@@ -93,6 +93,7 @@ class RunSession:
         summary = summarize(
             self.resolved, self.records, str(fed.device), fed.method.summary_metrics()
         )
+        summary["engine"] = fed.engine_description()
         self.run_dir.write_summary(summary)
         return summary
 

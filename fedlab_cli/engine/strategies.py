@@ -2,11 +2,12 @@
 
 ``auto`` picks per device, from measurements:
 
-- CPU: ``sequential``. On the 2-core development CPU, one local step of 10 clients (batch 100,
-  32x32) took 2.9 s sequentially vs 3.4 s vectorized for ResNet8 and 15 s vs 41 s for VGG6
-  (grouped convolutions are slow in oneDNN); a CIFAR-100 ResNet8 round of 4 clients (bench,
-  1 thread, median of 3) 7.8 s vs 11.3 s. Only tiny models gain from batching clients on a CPU
-  (the digits quickstart: 2.5 s vs 1.7 s a round), and those runs are short anyway.
+- CPU: ``sequential`` with channels-last batches, except for tiny models. Batched clients run as
+  grouped convolutions, which oneDNN computes slowly and only in NCHW: on the 2-core development
+  CPU a bench round of 4 clients took 1.7 s sequentially vs 3.1 s vectorized for ResNet8 on
+  CIFAR-100 (29 MFLOP a sample) and 7.6 s vs 15.7 s for VGG6 on CIFAR-10. Tiny models are bound
+  by per-client overhead instead, so batching wins: the digits quickstart's small CNN (1.2 MFLOP
+  a sample) ran 0.33 s vs 0.23 s a round. ``CPU_BATCHING_MAX_FLOPS`` sits between the two.
 - CUDA: ``vectorized``. There the sequential strategy is bound by launching hundreds of tiny
   kernels per client and step (REFERENCE.md §8.3); batching clients is the point of the strategy.
   GPU measurements are pending (benchmarks/bench.py prints them on a GPU machine).
@@ -22,15 +23,22 @@ from torch import Tensor, nn
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.method import LocalTrace, Method
 from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.precision import Precision
 from fedlab_cli.engine.sequential import SequentialStrategy
 from fedlab_cli.engine.vectorized import VectorizedStrategy
+from fedlab_cli.models.flops import forward_flops
 from fedlab_cli.spec.model import EngineSpec, TrainingSpec
+
+CPU_BATCHING_MAX_FLOPS = 5_000_000
+"""Forward FLOPs per sample up to which ``auto`` batches clients on a CPU (see above)."""
 
 
 class Strategy(Protocol):
     """Local training and evaluation over the stacked population."""
 
+    name: str
     model: nn.Module
+    precision: Precision
 
     def forward(
         self,
@@ -54,13 +62,25 @@ class Strategy(Protocol):
     def evaluate(self, population: Population, data: ClientData) -> Tensor: ...
 
 
-def resolve_strategy(name: str, device: torch.device) -> str:
-    """The concrete strategy ``name`` means on ``device`` (``auto`` per the measurements above)."""
+def resolve_strategy(name: str, device: torch.device, flops_per_sample: int | None = None) -> str:
+    """The concrete strategy ``name`` means on ``device`` (``auto`` per the measurements above;
+    on a CPU, models of at most ``CPU_BATCHING_MAX_FLOPS`` per sample are batched)."""
     if name == "auto":
-        return "vectorized" if torch.device(device).type == "cuda" else "sequential"
+        if torch.device(device).type == "cuda":
+            return "vectorized"
+        small = flops_per_sample is not None and flops_per_sample <= CPU_BATCHING_MAX_FLOPS
+        return "vectorized" if small else "sequential"
     if name not in ("sequential", "vectorized"):
         raise ValueError(f"unknown strategy {name!r}")
     return name
+
+
+def resolve_layout(layout: str, device: torch.device) -> bool:
+    """Whether single-model passes take channels-last batches (``auto``: on CPU, where oneDNN
+    runs that layout 1.1-1.3x faster, fedlab_cli/engine/precision.py; CUDA is unmeasured)."""
+    if layout == "auto":
+        return torch.device(device).type == "cpu"
+    return layout == "channels_last"
 
 
 def configure_tf32(enabled: bool, device: torch.device) -> None:
@@ -78,14 +98,26 @@ def configure_tf32(enabled: bool, device: torch.device) -> None:
 
 
 def make_strategy(
-    engine: EngineSpec | str, model: nn.Module, training: TrainingSpec, device: torch.device
+    engine: EngineSpec | str,
+    model: nn.Module,
+    training: TrainingSpec,
+    device: torch.device,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Strategy:
-    """The strategy the engine spec asks for (a bare name means default engine settings)."""
+    """The strategy the engine spec asks for (a bare name means default engine settings);
+    ``image_shape`` lets ``auto`` weigh the model's cost per sample."""
     spec = engine if isinstance(engine, EngineSpec) else EngineSpec(strategy=engine)
-    name = resolve_strategy(spec.strategy, device)
+    flops = forward_flops(model, image_shape) if image_shape is not None else None
+    name = resolve_strategy(spec.strategy, device, flops)
     configure_tf32(spec.tf32, device)
+    channels_last = resolve_layout(spec.layout, device)
     if name == "sequential":
-        return SequentialStrategy(model, training)
+        return SequentialStrategy(model, training, Precision(model, spec.autocast, channels_last))
     return VectorizedStrategy(
-        model, training, device, chunk_size=spec.chunk_size, autocast=spec.autocast
+        model,
+        training,
+        device,
+        chunk_size=spec.chunk_size,
+        autocast=spec.autocast,
+        channels_last=channels_last,
     )

@@ -36,11 +36,8 @@ redone in halves with identical results (hooks of the failed attempt may have ru
 
 **Hot path**: data stay on the device as uint8, batches are index gathers, augmentation runs on
 the whole chunk's batch at once, and nothing in a round reads a value back to the host.
-``autocast: bf16`` computes the batched forward passes as autocast would: convolutions and
-linear layers in bfloat16, BatchNorm (and its running statistics) in float32, gradients and
-updates in float32. ``torch.autocast`` itself does not reach convolutions under ``vmap`` (their
-batching rule runs before autocast's dispatch), so a copy of the model casts around each layer.
-Method hooks keep running in float32.
+``autocast: bf16`` runs every forward pass, the method hooks' included, at the precision that
+``fedlab_cli.engine.precision`` describes.
 """
 
 from __future__ import annotations
@@ -53,12 +50,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from fedlab_cli.data.augment import Pipeline
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.method import LocalTrace, Method, Phase
 from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.precision import Precision
 from fedlab_cli.engine.sequential import SequentialStrategy
 from fedlab_cli.engine.sgd import sgd_step
 from fedlab_cli.spec.model import TrainingSpec
@@ -75,6 +72,8 @@ the layout copies a grouped convolution makes."""
 class VectorizedStrategy:
     """Local training and evaluation of many clients at once, in chunks."""
 
+    name = "vectorized"
+
     def __init__(
         self,
         model: nn.Module,
@@ -83,6 +82,7 @@ class VectorizedStrategy:
         chunk_size: int | None = None,
         autocast: str = "none",
         free_memory: Callable[[], int] | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.model = model
         self.training = training
@@ -92,16 +92,11 @@ class VectorizedStrategy:
         self.free_memory = free_memory or (lambda: free_memory_bytes(self.device))
         self.auto_chunk: int | None = None  # sized once, on first use
         self.cap: int | None = None  # lowered when a chunk ran out of memory
-        self.sequential = SequentialStrategy(model, training)
-        self.twin, self.low = bf16_twin(model) if autocast == "bf16" else (model, frozenset[str]())
-        self.batched = vmap(self._functional)
+        self.precision = Precision(model, autocast, channels_last)
+        self.sequential = SequentialStrategy(model, training, self.precision)
+        self.batched = self.precision.run_batched
 
     # -- forward passes --------------------------------------------------------------------
-
-    def _functional(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor):
-        if self.low:
-            params = {n: p.to(torch.bfloat16) if n in self.low else p for n, p in params.items()}
-        return functional_call(self.twin, (params, buffers), (x,))
 
     def forward(
         self,
@@ -119,10 +114,6 @@ class VectorizedStrategy:
     ) -> Tensor:
         """k models on their own inputs: ``[k, *shape]`` tensors, ``x`` ``[k, B, ...]``."""
         return self.batched(params, buffers, x)
-
-    def _mode(self, train: bool) -> None:
-        self.model.train(train)
-        self.twin.train(train)
 
     # -- training --------------------------------------------------------------------------
 
@@ -146,7 +137,7 @@ class VectorizedStrategy:
             len(clients), n, epochs, batch_size, data.train_transform, generator, device
         )
         index = torch.tensor(clients, device=data.train_idx.device)
-        self._mode(True)
+        self.precision.train(True)
         results = self._chunked(
             len(clients),
             data,
@@ -231,7 +222,7 @@ class VectorizedStrategy:
         hooks: Hooks,
     ) -> Tensor:
         """Each client's loss ``[k]``: its mean cross-entropy plus the method's extra term."""
-        logits = self.batched(params, buffers, x).float()  # [k, b, classes]
+        logits = self.batched(params, buffers, x)  # [k, b, classes], float32
         ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         loss = ce.view(len(clients), -1).mean(1)
         if hooks.loss:
@@ -248,7 +239,7 @@ class VectorizedStrategy:
     @torch.no_grad()
     def evaluate(self, population: Population, data: ClientData) -> Tensor:
         """Each client's accuracy (%) on its own test split, chunks of clients at once."""
-        self._mode(False)
+        self.precision.train(False)
         hits = self._chunked(
             population.num_clients, data, lambda lo, hi: self._correct(population, data, lo, hi)
         )
@@ -375,29 +366,6 @@ def draw_plan(
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """``[lo, hi)`` of each mini-batch of an epoch, as ``Tensor.split(batch_size)`` cuts it."""
     return [(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]
-
-
-def bf16_twin(model: nn.Module) -> tuple[nn.Module, frozenset[str]]:
-    """A copy of ``model`` whose conv and linear layers take bfloat16 inputs and whose
-    BatchNorms take float32 ones, and the names of the parameters to cast to bfloat16."""
-    twin = copy.deepcopy(model)
-    low: set[str] = set()
-    for name, module in twin.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.register_forward_pre_hook(_inputs_to(torch.bfloat16))
-            low.update(
-                f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)
-            )
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(_inputs_to(torch.float32))
-    return twin, frozenset(low)
-
-
-def _inputs_to(dtype: torch.dtype) -> Callable[[nn.Module, tuple], tuple]:
-    def cast(module: nn.Module, args: tuple) -> tuple:
-        return (args[0].to(dtype), *args[1:])
-
-    return cast
 
 
 def free_memory_bytes(device: torch.device) -> int:

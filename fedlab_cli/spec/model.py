@@ -84,7 +84,10 @@ class EngineSpec(_Section):
         None, ge=1, description="vectorized: clients per batched computation; none = from memory"
     )
     autocast: Literal["none", "bf16"] = Field(
-        "none", description="vectorized: run forward passes in bfloat16 autocast"
+        "none", description="bf16: convs and linear layers in bfloat16, as torch.autocast does"
+    )
+    layout: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="image batches' memory format; auto: channels_last on CPU"
     )
     tf32: bool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
 

@@ -1,12 +1,14 @@
 """The benchmark: its FLOP count, its reference-style loop doing fedlab's work, its output."""
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,7 +74,7 @@ def test_benchmark_prints_its_ratio(tmp_path):
             "quickstart",
             "--rounds=1",
             "--repeats=1",
-            "--set=data.num_clients=2",
+            "--clients=2",
             "--set=training.local_epochs=1",
             "--strategies=sequential,vectorized",
             "--json",
@@ -94,6 +96,31 @@ def test_benchmark_prints_its_ratio(tmp_path):
         line = next(x for x in lines if x.startswith(f"ratio reference / fedlab {strategy}: "))
         assert f"{expected:.2f}x" in line
         assert results[strategy]["projected_full_s"] == pytest.approx(
-            40 * results[strategy]["seconds_per_round"]  # quickstart: 40 rounds
+            40 * 10 * results[strategy]["seconds_per_round"]  # quickstart: 40 rounds, 20/2 clients
         )
     assert "work per round: 40 training samples, 200 evaluated samples" in result.stdout
+
+
+TINY_SAMPLE = ROOT.parent / "shared" / "data" / "tiny-imagenet-200-sample"
+
+
+def test_reference_pool_decodes_a_jpeg_per_access_for_tiny_imagenet(bench, monkeypatch):
+    """Tiny-ImageNet's reference reads JPEG files: each access decodes one, quality 75."""
+    loop = sys.modules["reference_loop"]
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (3, 1, 1, 3), dtype=np.uint8)
+    hwc = np.ascontiguousarray(np.broadcast_to(colours, (3, 64, 64, 3)))  # flat: JPEG-friendly
+    arrays, jpegs = loop.ImagePool(hwc, jpeg=False), loop.ImagePool(hwc, jpeg=True)
+    opened = []
+    real_open = loop.Image.open
+    monkeypatch.setattr(loop.Image, "open", lambda f: opened.append(f) or real_open(f))
+    for _ in range(2):
+        decoded = np.array(jpegs.image(1), dtype=np.int32)
+        assert np.abs(decoded - hwc[1]).max() <= 3
+    assert len(opened) == 2 and len(jpegs.encoded) == 1  # encoded once, decoded every time
+    assert np.array_equal(np.array(arrays.image(1)), hwc[1])
+    assert len(opened) == 2  # array pools never decode
+    if TINY_SAMPLE.exists():  # the same quantisation tables as the release's files
+        release = next(TINY_SAMPLE.rglob("*.JPEG"))
+        ours = real_open(io.BytesIO(jpegs.encoded[1]))
+        assert ours.quantization == real_open(release).quantization

@@ -31,10 +31,18 @@ def invoke(*args):
 
 def test_run_writes_the_run_dir_and_prints_json(spec_file, tmp_path):
     out = tmp_path / "out"
-    result = invoke("run", spec_file, "--set", f"output.dir={out}", "--json")
+    result = invoke(
+        "run", spec_file, "--set", f"output.dir={out}", "--set", "engine.device=cpu", "--json"
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["method"] == "fedbn" and summary["rounds"] == 2
+    # auto resolved on a CPU for an 8x8 small CNN: batched clients, channels-last layout
+    assert summary["engine"] == {
+        "strategy": "vectorized",
+        "autocast": "none",
+        "layout": "channels_last",
+    }
     assert json.loads((out / "summary.json").read_text()) == summary
     for name in ("spec.yaml", "partition.json", "metrics.jsonl", "checkpoints/round_0001.pt"):
         assert (out / name).exists(), name

@@ -15,14 +15,22 @@ from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.federation import run
 from fedlab_cli.engine.method import Method, Phase
 from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.precision import Precision
 from fedlab_cli.engine.sequential import SequentialStrategy
 from fedlab_cli.engine.session import RunSession
-from fedlab_cli.engine.strategies import configure_tf32, make_strategy, resolve_strategy
+from fedlab_cli.engine.strategies import (
+    CPU_BATCHING_MAX_FLOPS,
+    configure_tf32,
+    make_strategy,
+    resolve_layout,
+    resolve_strategy,
+)
 from fedlab_cli.engine.vectorized import (
     ACTIVATION_FACTOR,
     MEMORY_SHARE,
     VectorizedStrategy,
     client_bytes,
+    free_memory_bytes,
 )
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
@@ -62,15 +70,15 @@ def population(model):
     return pop
 
 
-def train_both(pools, method, clients=None, augment="cifar100", **vectorized):
+def train_both(pools, method, clients=None, augment="cifar100", autocast="none", **vectorized):
     """The same round from the same state and generator seed, trained both ways."""
     model = fresh_model()
     data = client_data(pools, augment)
     clients = list(range(CLIENTS)) if clients is None else clients
     out = []
     for strategy in (
-        SequentialStrategy(model, TRAINING),
-        VectorizedStrategy(model, TRAINING, CPU, **vectorized),
+        SequentialStrategy(model, TRAINING, Precision(model, autocast)),
+        VectorizedStrategy(model, TRAINING, CPU, autocast=autocast, **vectorized),
     ):
         pop = population(model)
         gen = torch.Generator().manual_seed(3)
@@ -201,6 +209,17 @@ def test_chunk_size_from_free_memory():
     assert fixed.chunk_for(10, data) == 4
 
 
+def test_free_memory_on_cuda_counts_the_allocators_unused_cache(monkeypatch):
+    """On CUDA a chunk may use the driver's free memory plus what PyTorch caches but does not
+    use (the CUDA calls stubbed: the arithmetic is what runs on a GPU machine)."""
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 6 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * gib)
+    assert free_memory_bytes(torch.device("cuda")) == 12 * gib
+    assert 0 < free_memory_bytes(CPU) < 1 << 40  # this machine's available RAM
+
+
 def test_non_pipeline_transform_trains_sequentially(pools):
     """A transform that cannot be drawn ahead keeps the sequential numbers (and RNG use)."""
     ds, splits = pools
@@ -220,16 +239,14 @@ def test_non_pipeline_transform_trains_sequentially(pools):
         assert torch.equal(results[1].params[name], tensor), name
 
 
-def test_bf16_autocast_is_applied_and_stays_close(pools):
+def test_bf16_autocast_both_ways_stays_close_and_is_not_float32(pools):
+    """bf16 in both strategies: close to each other, and (being bf16) not the fp32 numbers."""
     seq, vec = train_both(pools, Method(Method.Params()), autocast="bf16")
-    model = build("small_cnn", 4, in_channels=3)
-    strategy = VectorizedStrategy(model, TRAINING, CPU, autocast="bf16")
-    pop = population(model)
-    logits = strategy.forward_batched(pop.params, pop.buffers, torch.rand(CLIENTS, 2, 3, 16, 16))
-    assert logits.dtype == torch.bfloat16
+    fp32, _ = train_both(pools, Method(Method.Params()))
     name = "classifier.weight"
-    difference = (vec[0].params[name] - seq[0].params[name]).abs().max()
-    assert 0 < difference < 0.05
+    assert (vec[0].params[name] - seq[0].params[name]).abs().max() < 0.05
+    assert (seq[0].params[name] - fp32[0].params[name]).abs().max() > 0
+    assert (vec[0].params[name] - fp32[0].params[name]).abs().max() > 0
 
 
 def run_with(make_spec, tmp_path, strategy, method, rounds=2):
@@ -270,6 +287,8 @@ def test_runs_equal_sequential(make_spec, tmp_path, method):
 
 def test_auto_strategy_per_device():
     assert resolve_strategy("auto", torch.device("cpu")) == "sequential"
+    assert resolve_strategy("auto", torch.device("cpu"), CPU_BATCHING_MAX_FLOPS + 1) == "sequential"
+    assert resolve_strategy("auto", torch.device("cpu"), CPU_BATCHING_MAX_FLOPS) == "vectorized"
     assert resolve_strategy("auto", torch.device("cuda")) == "vectorized"
     assert resolve_strategy("vectorized", torch.device("cpu")) == "vectorized"
     model = build("small_cnn", 4, in_channels=3)
@@ -277,7 +296,24 @@ def test_auto_strategy_per_device():
     strategy = make_strategy(engine, model, TRAINING, CPU)
     assert isinstance(strategy, VectorizedStrategy)
     assert (strategy.chunk_size, strategy.autocast) == (3, "bf16")
-    assert isinstance(make_strategy("auto", model, TRAINING, CPU), SequentialStrategy)
+    assert strategy.precision.channels_last  # auto layout on CPU
+    sequential = make_strategy("auto", model, TRAINING, CPU)
+    assert isinstance(sequential, SequentialStrategy)
+    assert (sequential.precision.autocast, sequential.precision.channels_last) == ("none", True)
+    contiguous = make_strategy(EngineSpec(layout="contiguous"), model, TRAINING, CPU)
+    assert not contiguous.precision.channels_last
+    assert resolve_layout("auto", torch.device("cuda")) is False
+    assert resolve_layout("channels_last", torch.device("cuda")) is True
+
+
+def test_auto_batches_only_tiny_models_on_cpu():
+    """The digits quickstart's CNN (8x8 inputs: 1.2 MFLOP a sample) is batched, ResNet8 not."""
+    digits_cnn = build("small_cnn", 10, in_channels=1)
+    tiny = make_strategy("auto", digits_cnn, TRAINING, CPU, image_shape=(1, 8, 8))
+    assert isinstance(tiny, VectorizedStrategy)
+    resnet = build("resnet8", 100, in_channels=3)
+    big = make_strategy("auto", resnet, TRAINING, CPU, image_shape=(3, 32, 32))
+    assert isinstance(big, SequentialStrategy)
 
 
 def test_tf32_flags_follow_the_spec_on_cuda_only():
@@ -302,6 +338,7 @@ def test_tf32_flags_follow_the_spec_on_cuda_only():
         ("engine.chunk_size=0", "engine.chunk_size: Input should be greater than or equal to 1"),
         ("engine.autocast=fp16", "engine.autocast: Input should be 'none' or 'bf16'"),
         ("engine.strategy=gpu", "engine.strategy: Input should be 'auto', 'sequential' or"),
+        ("engine.layout=nhwc", "engine.layout: Input should be 'auto', 'channels_last' or"),
     ],
 )
 def test_engine_knobs_are_validated(make_spec, override, message):
