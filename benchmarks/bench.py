@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,6 +49,7 @@ from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.session import partition
 from fedlab_cli.engine.strategies import resolve_strategy
+from fedlab_cli.engine.vectorized import VectorizedStrategy
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
 from fedlab_cli.models.flops import forward_flops
@@ -140,8 +144,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fedlab(workload: Workload, strategy: str) -> float:
-    """Seconds per timed round of fedlab with ``strategy`` (after the warm-up rounds)."""
+def with_peak_memory(device: torch.device, work: Callable[[], float]) -> tuple[float, int | None]:
+    """``work()``'s result and the peak bytes the device's allocator held during it (CUDA; on a
+    CPU there is no per-contender figure, and the process's peak RSS is printed at the end)."""
+    if device.type != "cuda":
+        return work(), None
+    torch.cuda.reset_peak_memory_stats(device)
+    result = work()
+    return result, torch.cuda.max_memory_allocated(device)
+
+
+def time_fedlab(
+    workload: Workload, strategy: str, chunks: dict[str, tuple[int, int]] | None = None
+) -> float:
+    """Seconds per timed round of fedlab with ``strategy`` (after the warm-up rounds); a
+    vectorized run notes in ``chunks`` how many clients it trained at once, and how many the
+    memory estimate (lowered by any out-of-memory retry) lets one chunk hold."""
     spec = workload.spec.model_copy(deep=True)
     spec.engine.strategy = strategy
     resolved = ResolvedSpec(spec, workload.resolved.method_cls, workload.resolved.method_params)
@@ -154,7 +172,13 @@ def time_fedlab(workload: Workload, strategy: str) -> float:
     for _ in range(workload.timed_rounds):
         fed.run_round()
     synchronize(workload.device)
-    return (time.perf_counter() - start) / workload.timed_rounds
+    seconds = (time.perf_counter() - start) / workload.timed_rounds
+    if chunks is not None and isinstance(fed.strategy, VectorizedStrategy):
+        chunks[strategy] = (
+            fed.strategy.chunk_for(spec.data.num_clients, fed.data),
+            fed.strategy.chunk_for(sys.maxsize, fed.data),
+        )
+    return seconds
 
 
 def time_reference(workload: Workload) -> float:
@@ -190,6 +214,7 @@ def benchmark(workload: Workload, strategies: list[str], repeats: int, reference
     train, tested, flops = round_work(workload)
     per_sample = flops_per_sample(workload)
     concrete = [resolve_strategy(s, workload.device, per_sample) for s in strategies]
+    chunks: dict[str, tuple[int, int]] = {}
     print(
         f"workload: {workload.name} on {ds.name}, {spec.model.name}, method "
         f"{spec.method.name}, {spec.data.num_clients} clients x {spec.data.train_per_client} "
@@ -205,16 +230,21 @@ def benchmark(workload: Workload, strategies: list[str], repeats: int, reference
         f"training = 3x forward)"
     )
     times: dict[str, list[float]] = {s: [] for s in concrete}
+    contenders: dict[str, Callable[[], float]] = {
+        s: partial(time_fedlab, workload, s, chunks) for s in concrete
+    }
     if reference:
         times["reference"] = []
+        contenders["reference"] = partial(time_reference, workload)
+    peaks: dict[str, int] = {}
     for r in range(repeats):
         parts = []
-        for s in concrete:
-            times[s].append(time_fedlab(workload, s))
-            parts.append(f"{s} {times[s][-1]:.3f} s/round")
-        if reference:
-            times["reference"].append(time_reference(workload))
-            parts.append(f"reference {times['reference'][-1]:.3f} s/round")
+        for name, work in contenders.items():
+            seconds, peak = with_peak_memory(workload.device, work)
+            times[name].append(seconds)
+            if peak is not None:
+                peaks[name] = max(peak, peaks.get(name, 0))
+            parts.append(f"{name} {seconds:.3f} s/round")
         print(f"repeat {r + 1}/{repeats}: " + " | ".join(parts), flush=True)
     results: dict = {"workload": workload.name, "dataset": ds.name, "device": str(workload.device)}
     for name, values in times.items():
@@ -226,13 +256,23 @@ def benchmark(workload: Workload, strategies: list[str], repeats: int, reference
             "train_samples_per_s": train / seconds,
             "tflops": flops / seconds / 1e12,
             "projected_full_s": workload.projected(seconds),
+            "peak_memory_bytes": peaks.get(name),
+            "clients_per_chunk": chunks[name][0] if name in chunks else None,
+            "clients_that_fit": chunks[name][1] if name in chunks else None,
         }
         label = "reference-style loop" if name == "reference" else f"fedlab {name}"
+        extras = ""
+        if name in peaks:
+            extras += f"; peak memory {peaks[name] / 2**30:.2f} GiB"
+        if name in chunks:
+            used, fit = chunks[name]
+            extras += f"; {used} clients per chunk (memory fits {fit})"
         print(
             f"{label}: {seconds:.3f} s/round (median of {len(values)}), "
             f"{1 / seconds:.3f} rounds/s, {train / seconds:.0f} train samples/s, "
             f"{flops / seconds / 1e12:.4f} TFLOP/s; projected full run ({workload.full_clients} "
             f"clients, {workload.full_rounds} rounds): {duration(workload.projected(seconds))}"
+            f"{extras}"
         )
     if reference:
         for s in concrete:
@@ -284,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FedlabError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if workload.device.type == "cpu":  # Linux reports kilobytes
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        results["peak_rss_bytes"] = peak_rss
+        print(f"process peak RSS (all contenders): {peak_rss / 2**30:.2f} GiB")
     if args.json:
         print(json.dumps(results))
     return 0

@@ -99,6 +99,21 @@ def test_benchmark_prints_its_ratio(tmp_path):
             40 * 10 * results[strategy]["seconds_per_round"]  # quickstart: 40 rounds, 20/2 clients
         )
     assert "work per round: 40 training samples, 200 evaluated samples" in result.stdout
+    assert results["vectorized"]["clients_per_chunk"] == 2  # both clients at once
+    assert results["vectorized"]["clients_that_fit"] >= 2
+    assert results["sequential"]["clients_per_chunk"] is None
+    assert results["peak_rss_bytes"] > 0
+
+
+def test_peak_memory_is_read_per_contender_on_cuda(bench, monkeypatch):
+    """The CUDA calls stubbed: the peak is reset before the contender and read after it."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: calls.append("read") or 42)
+    work = lambda: calls.append("work") or 1.5  # noqa: E731
+    assert bench.with_peak_memory(torch.device("cuda"), work) == (1.5, 42)
+    assert calls == ["reset", "work", "read"]
+    assert bench.with_peak_memory(torch.device("cpu"), work) == (1.5, None)
 
 
 TINY_SAMPLE = ROOT.parent / "shared" / "data" / "tiny-imagenet-200-sample"
