@@ -143,7 +143,7 @@ class FedCAC(Method):
             customized = (mixing @ own.reshape(len(own), -1).double()).to(own.dtype).view_as(own)
             stacked[participants] = torch.where(self.critical[name], customized, glob)
         self.metrics = {
-            "collaborators": float(works_with.sum(dim=1).double().mean()),
+            "collaborators": works_with.sum(dim=1).double().mean(),
             "critical_share": _share(self.critical),
         }
         self.critical = {}
@@ -153,6 +153,6 @@ class FedCAC(Method):
         return {f"fedcac_{key}": value for key, value in self.metrics.items()}
 
 
-def _share(masks: dict[str, Tensor]) -> float:
+def _share(masks: dict[str, Tensor]) -> Tensor:
     total = sum(m.numel() for m in masks.values())
-    return float(sum(m.sum() for m in masks.values())) / total
+    return torch.stack([m.sum() for m in masks.values()]).sum().double() / total

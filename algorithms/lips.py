@@ -186,7 +186,7 @@ class LIPS(FedBN):
                 self.masks[name].fill_(True)
                 self.masks[name][clients] = mask
             flat = mask.flatten(1)
-            density[name] = float(flat.float().mean(1).mean())
+            density[name] = flat.float().mean(1).mean()
             overlap[name] = mean_pairwise_jaccard(flat)
         self.local_score = {}
         if self.persistent:
@@ -195,7 +195,7 @@ class LIPS(FedBN):
         self.metrics = {
             "sparsity": self.schedule.sparsity(t),
             "density_by_layer": density,
-            "mask_jaccard": sum(jaccard) / len(jaccard) if jaccard else None,
+            "mask_jaccard": torch.stack(jaccard).mean() if jaccard else None,
             "mask_jaccard_by_layer": overlap,
         }
 
@@ -252,7 +252,7 @@ def top_k_mask(scores: Tensor, keep: int) -> Tensor:
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, index, True)
 
 
-def mean_pairwise_jaccard(masks: Tensor) -> float | None:
+def mean_pairwise_jaccard(masks: Tensor) -> Tensor | None:
     """Mean over client pairs i < j of |m_i ∧ m_j| / |m_i ∨ m_j|; None for fewer than 2 clients.
 
     The [C, C] intersections are one float32 matmul of 0/1 rows: exact for numel < 2^24.
@@ -265,7 +265,7 @@ def mean_pairwise_jaccard(masks: Tensor) -> float | None:
     sizes = m.sum(1)
     union = (sizes[:, None] + sizes[None, :] - inter).clamp_min(1)
     i, j = torch.triu_indices(count, count, offset=1, device=masks.device)
-    return float((inter[i, j] / union[i, j]).mean())
+    return (inter[i, j] / union[i, j]).mean()
 
 
 class TrainingCost:

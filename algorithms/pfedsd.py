@@ -48,7 +48,8 @@ class PFedSD(Method):
         super().setup(population, context)
         self.teacher_params = {n: t.clone() for n, t in population.params.items()}
         self.teacher_buffers = {n: t.clone() for n, t in population.buffers.items()}
-        self.has_teacher = torch.zeros(population.num_clients, dtype=torch.bool)  # on the CPU
+        # host-side flags: the per-step check reads no tensor, so no device sync
+        self.has_teacher = [False] * population.num_clients
 
     def extra_loss(
         self, client: int, inputs: Tensor, logits: Tensor, forward: Forward
@@ -73,17 +74,18 @@ class PFedSD(Method):
         ):
             for name, tensor in stored.items():
                 tensor[idx] = current[name][idx]
-        self.has_teacher[clients] = True
+        for client in clients:
+            self.has_teacher[client] = True
 
     def state_dict(self) -> dict:
         return {
             "teacher_params": self.teacher_params,
             "teacher_buffers": self.teacher_buffers,
-            "has_teacher": self.has_teacher,
+            "has_teacher": torch.tensor(self.has_teacher, dtype=torch.bool),
         }
 
     def load_state_dict(self, state: dict) -> None:
         for group in ("teacher_params", "teacher_buffers"):
             for name, tensor in getattr(self, group).items():
                 tensor.copy_(state[group][name])
-        self.has_teacher.copy_(state["has_teacher"])
+        self.has_teacher = [bool(flag) for flag in state["has_teacher"].tolist()]

@@ -20,7 +20,7 @@ from fedlab_cli.data.augment import test_transform, train_transform
 from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.engine.client_data import ClientData
-from fedlab_cli.engine.method import LocalTrace, RunContext
+from fedlab_cli.engine.method import LocalTrace, RunContext, host_values
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.strategies import make_strategy
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
@@ -141,7 +141,6 @@ class Federation:
         method, population = self.method, self.population
         method.before_local_training(population, clients, t)
         trace = self.strategy.train(population, clients, self.data, self.generator, method, t)
-        check_finite(trace.losses, clients, t)
         method.after_local_training(population, clients, t, trace)
         evaluate = self.is_eval_round(t)
         acc_local = self.strategy.evaluate(population, self.data) if evaluate else None
@@ -157,6 +156,7 @@ class Federation:
             acc_agg = acc_local
             for observer in self.observers:
                 observer.on_aggregated(self, t, trace)
+        check_finite(trace.losses, clients, t)  # the round's first read back to the host
         self.next_round = t + 1
         return RoundRecord(
             round=t,
@@ -168,7 +168,7 @@ class Federation:
             acc_local_clients=_listed(acc_local),
             acc_agg_clients=_listed(acc_agg),
             grad_norms={n: float(v.mean()) for n, v in trace.last_grad_norms.items()},
-            extras=method.round_metrics(),
+            extras=host_values(method.round_metrics()),
         )
 
     def state_dict(self) -> dict:

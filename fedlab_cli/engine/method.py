@@ -169,7 +169,9 @@ class Method:
         """A per-client step right after aggregation; FedAvg has none."""
 
     def round_metrics(self) -> dict[str, Any]:
-        """Extra fields for this round's line of ``metrics.jsonl``."""
+        """Extra fields for this round's line of ``metrics.jsonl``. Values may be tensors (or
+        dicts and lists of them): they are read back to the host only when the round is
+        logged, so computing them inside a round costs no device-to-host sync."""
         return {}
 
     def summary_metrics(self) -> dict[str, Any]:
@@ -182,3 +184,14 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned."""
+
+
+def host_values(value: Any) -> Any:
+    """``value`` with every tensor in it read back as Python numbers (nested dicts and lists)."""
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: host_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [host_values(v) for v in value]
+    return value

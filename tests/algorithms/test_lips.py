@@ -372,7 +372,7 @@ def test_quickstart_lips_differs_from_quickstart_only_in_method():
 
 def test_mean_pairwise_jaccard_by_hand():
     masks = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
-    assert mean_pairwise_jaccard(masks) == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
+    assert float(mean_pairwise_jaccard(masks)) == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
     assert mean_pairwise_jaccard(masks[:1]) is None
 
 

@@ -32,7 +32,7 @@ def test_lambda_zero_is_fedavg_evaluated_locally_and_lambda_adds_kl(make_spec, t
     assert strip_time(zero.records) == strip_time(fedavg.records)
     for name, t in fedavg.federation.population.tensors().items():
         assert torch.equal(zero.federation.population.tensors()[name], t), name
-    assert zero.federation.method.has_teacher.all()  # so round 1 ran teachers, weighted by 0
+    assert all(zero.federation.method.has_teacher)  # so round 1 ran teachers, weighted by 0
     assert summary["final_metric"] == "acc_local"
     assert summary["final_accuracy"] == zero.records[-1]["acc_local"]
     # λ = 0.5: round 0 has no teacher yet; from round 1 on the loss carries the KL term (≥ 0)
@@ -121,7 +121,7 @@ def test_teacher_is_each_participants_model_after_local_training(make_spec, tmp_
     run(fed)
     method = fed.method
     chosen = fed.participants(0)
-    assert method.has_teacher.tolist() == [c in chosen for c in range(4)]
+    assert method.has_teacher == [c in chosen for c in range(4)]
     for name, t in {**method.teacher_params, **method.teacher_buffers}.items():
         assert torch.equal(t[chosen], method.trained[name][chosen]), name
         if t.is_floating_point():  # the aggregated model is not the teacher
@@ -141,7 +141,7 @@ def test_resume_equals_uninterrupted_run(make_spec, tmp_path):
         broken.on_round(broken.federation.run_round())
     resumed = RunSession.resume(tmp_path / "broken")
     assert resumed.federation.next_round == 2
-    assert resumed.federation.method.has_teacher.any()  # teachers came back from the checkpoint
+    assert any(resumed.federation.method.has_teacher)  # teachers came back from the checkpoint
     assert run_to_end(resumed)["final_accuracy"] == full_summary["final_accuracy"]
     assert strip_time(resumed.run_dir.metrics()) == strip_time(full.run_dir.metrics())
 
