@@ -115,14 +115,14 @@ class FedCAC(Method):
     def before_local_training(
         self, population: Population, clients: list[int], round_index: int
     ) -> None:
-        idx = torch.tensor(clients, device=self.context.device)
+        idx = population.index(clients)
         self.start = {n: p[idx].clone() for n, p in population.params.items()}
 
     def after_local_training(
         self, population: Population, clients: list[int], round_index: int, trace: LocalTrace
     ) -> None:
         """Each participant's critical entries of every parameter (BN affine and biases too)."""
-        idx = torch.tensor(clients, device=self.context.device)
+        idx = population.index(clients)
         self.critical = {
             n: critical_masks(p[idx], self.start.pop(n), self.tau)
             for n, p in population.params.items()

@@ -174,7 +174,7 @@ class LIPS(FedBN):
                 weight.copy_(torch.where(self.masks[name], weight, self.fill(name)))
 
     def sparsify(self, population: Population, t: int) -> None:
-        clients = torch.tensor(self.sparsified, device=self.context.device)
+        clients = population.index(self.sparsified)
         density, overlap = {}, {}
         for name in self.middle:
             weight = population.params[name]

@@ -67,7 +67,7 @@ class PFedSD(Method):
         self, population: Population, clients: list[int], round_index: int, trace: LocalTrace
     ) -> None:
         """The participants' freshly trained models become their next teachers."""
-        idx = torch.tensor(clients, device=self.context.device)
+        idx = population.index(clients)
         for stored, current in (
             (self.teacher_params, population.params),
             (self.teacher_buffers, population.buffers),

@@ -43,4 +43,5 @@ class ClientData:
     @property
     def train_counts(self) -> Tensor:
         """Training samples per client: FedAvg's aggregation weights."""
-        return torch.full((self.train_idx.shape[0],), self.train_idx.shape[1], dtype=torch.float64)
+        count, n = self.train_idx.shape
+        return torch.full((count,), n, dtype=torch.float64, device=self.train_idx.device)

@@ -145,8 +145,8 @@ class Federation:
         evaluate = self.is_eval_round(t)
         acc_local = self.strategy.evaluate(population, self.data) if evaluate else None
         if method.aggregates:
-            chosen = torch.tensor(clients, device=self.device)
-            weights = self.data.train_counts[clients].to(self.device)
+            chosen = population.index(clients)
+            weights = self.data.train_counts[chosen]
             method.aggregate(population, chosen, weights, t)
             for observer in self.observers:
                 observer.on_aggregated(self, t, trace)

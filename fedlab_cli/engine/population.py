@@ -37,6 +37,19 @@ class Population:
     def num_clients(self) -> int:
         return next(iter(self.params.values())).shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def index(self, clients: list[int]) -> Tensor:
+        """Client numbers as an index tensor on the population's device. On CUDA the copy goes
+        through pinned memory, non-blocking: a plain host-to-device copy of a Python list
+        waits for the stream, i.e. for all queued work, a sync in the middle of a round."""
+        host = torch.tensor(clients, dtype=torch.long)
+        if self.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
+
     def tensors(self) -> dict[str, Tensor]:
         """Parameters and buffers together, in one name space."""
         return {**self.params, **self.buffers}

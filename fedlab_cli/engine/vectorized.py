@@ -136,7 +136,7 @@ class VectorizedStrategy:
         plan = draw_plan(
             len(clients), n, epochs, batch_size, data.train_transform, generator, device
         )
-        index = torch.tensor(clients, device=data.train_idx.device)
+        index = population.index(clients)
         self.precision.train(True)
         results = self._chunked(
             len(clients),

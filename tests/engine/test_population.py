@@ -24,3 +24,10 @@ def test_weighted_mean_equals_hand_computed_average():
     # (1*[1,2] + 3*[3,6] + 4*[-4,0]) / 8 = ([1+9-16, 2+18+0]) / 8
     expected = torch.tensor([-6.0 / 8, 20.0 / 8])
     torch.testing.assert_close(weighted_mean(stacked, clients, weights), expected)
+
+
+def test_index_is_a_long_tensor_of_the_clients_on_the_populations_device():
+    pop = Population.replicate(build("small_cnn", 3), 5, torch.device("cpu"))
+    index = pop.index([4, 0, 2])
+    assert index.dtype == torch.long and index.device == pop.device
+    assert index.tolist() == [4, 0, 2]
