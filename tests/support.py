@@ -1,5 +1,8 @@
 """Helpers shared by test modules (importable as ``support``: tests/ is on pytest's path)."""
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 from fedlab_cli.engine.method import RunContext
@@ -36,3 +39,41 @@ def digits_context(dataset: str = "digits", rounds: int = 30) -> RunContext:
         seed=0,
         device=torch.device("cpu"),
     )
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+"""Tensor methods that read a value back to the host: on a GPU each one is a device sync."""
+
+
+class HostReadWatch:
+    """Counts host reads of tensors made inside the functions it wraps (``watch.hot(f)``)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.reads: list[str] = []
+        self._hot = False
+        for name in HOST_READS:
+            monkeypatch.setattr(torch.Tensor, name, self._counted(name))
+
+    def _counted(self, name: str) -> Callable:
+        real = getattr(torch.Tensor, name)
+
+        @functools.wraps(real)
+        def read(tensor, *args, **kwargs):
+            if self._hot:
+                self.reads.append(name)
+            return real(tensor, *args, **kwargs)
+
+        return read
+
+    def hot(self, function: Callable) -> Callable:
+        """``function``, with its tensor reads counted."""
+
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            outer, self._hot = self._hot, True
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._hot = outer
+
+        return call

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from support import HostReadWatch
 from torchvision.transforms import InterpolationMode
 
 from fedlab_cli.data import augment
@@ -189,3 +190,14 @@ def test_runs_on_cuda_with_cuda_generator() -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     out = augment.train_transform("cifar100", augment=True)(images, g)
     assert out.device == images.device and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dataset", ["cifar100", "tinyimagenet"])
+def test_augmentation_reads_nothing_back_to_the_host(monkeypatch, dataset):
+    """Flips, rotations and crops of a batch draw and apply on the device, with no host sync."""
+    watch = HostReadWatch(monkeypatch)
+    pipeline = watch.hot(augment.train_transform(dataset, True))
+    side = 64 if dataset == "tinyimagenet" else 32
+    images = torch.randint(0, 256, (6, 3, side, side), dtype=torch.uint8)
+    out = pipeline(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and watch.reads == []

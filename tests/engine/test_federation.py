@@ -1,15 +1,13 @@
 """A round's hot path reads nothing back to the host: on a GPU every such read is a sync."""
 
-import functools
-
 import pytest
 import torch
+from support import HostReadWatch
 
 from fedlab_cli.data.registry import load_dataset
 from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.session import partition
 
-HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 HOT_PATH = {
     "strategy": ("train", "evaluate"),
     "method": (
@@ -45,36 +43,11 @@ def test_hot_path_reads_nothing_back_to_the_host(make_spec, monkeypatch, strateg
     )
     dataset = load_dataset(resolved.spec.data.dataset, resolved.spec.data.root)
     fed = Federation(resolved, dataset, partition(resolved.spec, dataset), torch.device("cpu"))
-    hot, reads = [False], []
-
-    def watched(name):
-        real = getattr(torch.Tensor, name)
-
-        @functools.wraps(real)
-        def read(self, *args, **kwargs):
-            if hot[0]:
-                reads.append(name)
-            return real(self, *args, **kwargs)
-
-        return read
-
-    def in_hot_path(real):
-        @functools.wraps(real)
-        def call(*args, **kwargs):
-            outer, hot[0] = hot[0], True
-            try:
-                return real(*args, **kwargs)
-            finally:
-                hot[0] = outer
-
-        return call
-
-    for name in HOST_READS:
-        monkeypatch.setattr(torch.Tensor, name, watched(name))
+    watch = HostReadWatch(monkeypatch)
     for owner, names in HOT_PATH.items():
         target = getattr(fed, owner)
         for name in names:
-            setattr(target, name, in_hot_path(getattr(target, name)))
+            setattr(target, name, watch.hot(getattr(target, name)))
     records = [fed.run_round() for _ in range(3)]
-    assert reads == []
+    assert watch.reads == []
     assert all(r.acc_agg is not None for r in records)  # the rounds did run and log
