@@ -1,7 +1,12 @@
 """Helpers shared by test modules (importable as ``support``: tests/ is on pytest's path)."""
 
 import functools
-from collections.abc import Callable
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -77,3 +82,33 @@ class HostReadWatch:
                 self._hot = outer
 
         return call
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextmanager
+def benchmark_script(name: str) -> Iterator[ModuleType]:
+    """``benchmarks/<name>.py`` imported as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location(f"fedlab_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def fail_chunks_above(monkeypatch, limit: int) -> None:
+    """Make the vectorized strategy run out of memory (simulated) on chunks over ``limit``."""
+    from fedlab_cli.engine.vectorized import VectorizedStrategy
+
+    real = VectorizedStrategy._train_chunk
+
+    def train_chunk(self, population, clients, *args):
+        if len(clients) > limit:
+            raise torch.OutOfMemoryError("simulated")
+        return real(self, population, clients, *args)
+
+    monkeypatch.setattr(VectorizedStrategy, "_train_chunk", train_chunk)

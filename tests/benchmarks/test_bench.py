@@ -1,6 +1,5 @@
 """The benchmark: its FLOP count, its reference-style loop doing fedlab's work, its output."""
 
-import importlib.util
 import io
 import json
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import benchmark_script
 
 from fedlab_cli.data.partition import split_clients
 from fedlab_cli.data.registry import load_dataset
@@ -23,12 +23,8 @@ SCRIPT = ROOT / "benchmarks" / "bench.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("fedlab_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("bench") as module:
+        yield module
 
 
 def test_forward_flops_by_hand(bench):

@@ -1,25 +1,13 @@
 """The client-count probe: doubling then bisection, and what counts as fitting."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-import torch
-
-from fedlab_cli.engine.vectorized import VectorizedStrategy
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "max_clients.py"
+from support import benchmark_script, fail_chunks_above
 
 
 @pytest.fixture(scope="module")
 def max_clients():
-    spec = importlib.util.spec_from_file_location("fedlab_max_clients", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("max_clients") as module:
+        yield module
 
 
 def test_doubles_then_bisects_to_the_largest_count_that_fits(max_clients):
@@ -46,14 +34,7 @@ def test_a_halved_chunk_does_not_fit(max_clients, monkeypatch, tmp_path):
     """A real quickstart round whose 4-client chunk runs out of memory (simulated) is retried
     in halves by the strategy, so the round completes, but 4 clients did not fit."""
     monkeypatch.chdir(tmp_path)
-    real = VectorizedStrategy._train_chunk
-
-    def fails_above_three(self, population, clients, *args):
-        if len(clients) > 3:
-            raise torch.OutOfMemoryError("simulated")
-        return real(self, population, clients, *args)
-
-    monkeypatch.setattr(VectorizedStrategy, "_train_chunk", fails_above_three)
+    fail_chunks_above(monkeypatch, 3)
     over = max_clients.try_clients("quickstart", [], "auto", 4)
     assert not over.fits and over.seconds is not None  # completed, in halves
     assert max_clients.try_clients("quickstart", [], "auto", 3).fits

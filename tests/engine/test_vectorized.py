@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from support import fail_chunks_above
 from torch import nn
 
 from fedlab_cli.data.augment import test_transform, train_transform
@@ -178,14 +179,7 @@ def test_hook_calls_match_sequential_per_client(pools):
 
 
 def test_out_of_memory_halves_the_chunk_with_the_same_numbers(pools, monkeypatch):
-    real = VectorizedStrategy._train_chunk
-
-    def fails_above_two(self, population, clients, *args):
-        if len(clients) > 2:
-            raise torch.OutOfMemoryError("simulated")
-        return real(self, population, clients, *args)
-
-    monkeypatch.setattr(VectorizedStrategy, "_train_chunk", fails_above_two)
+    fail_chunks_above(monkeypatch, 2)
     seq, vec = train_both(pools, WantsGradients(Method.Params()), free_memory=lambda: 1 << 50)
     assert_same_round(seq, vec, grads=True)
 
