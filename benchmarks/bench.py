@@ -80,16 +80,15 @@ class Workload:
         return seconds_per_round * self.full_rounds * scale
 
 
-def round_work(workload: Workload) -> tuple[int, int, int]:
-    """Training samples, evaluated samples and FLOPs of one (evaluated) round."""
-    spec, ds = workload.spec, workload.dataset
+def round_work(workload: Workload, per_sample: int) -> tuple[int, int, int]:
+    """Training samples, evaluated samples and FLOPs of one (evaluated) round, given the
+    model's forward FLOPs per sample."""
+    spec = workload.spec
     participants = max(1, round(spec.federation.participation * spec.data.num_clients))
     train = participants * spec.data.train_per_client * spec.training.local_epochs
     evaluations = 2 if workload.resolved.method_cls.aggregates else 1
     tested = evaluations * spec.data.num_clients * spec.data.test_per_client
-    model = build(spec.model.name, ds.num_classes, in_channels=ds.image_shape[0])
-    flops = forward_flops(model, ds.image_shape)
-    return train, tested, 3 * flops * train + flops * tested
+    return train, tested, 3 * per_sample * train + per_sample * tested
 
 
 def load_workload(
@@ -211,8 +210,8 @@ def duration(seconds: float) -> str:
 def benchmark(workload: Workload, strategies: list[str], repeats: int, reference: bool) -> dict:
     """Time every contender ``repeats`` times, printing as it goes; the results as a dict."""
     spec, ds = workload.spec, workload.dataset
-    train, tested, flops = round_work(workload)
     per_sample = flops_per_sample(workload)
+    train, tested, flops = round_work(workload, per_sample)
     concrete = [resolve_strategy(s, workload.device, per_sample) for s in strategies]
     chunks: dict[str, tuple[int, int]] = {}
     print(

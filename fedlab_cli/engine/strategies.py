@@ -110,14 +110,9 @@ def make_strategy(
     flops = forward_flops(model, image_shape) if image_shape is not None else None
     name = resolve_strategy(spec.strategy, device, flops)
     configure_tf32(spec.tf32, device)
-    channels_last = resolve_layout(spec.layout, device)
+    precision = Precision(model, spec.autocast, resolve_layout(spec.layout, device))
     if name == "sequential":
-        return SequentialStrategy(model, training, Precision(model, spec.autocast, channels_last))
+        return SequentialStrategy(model, training, precision)
     return VectorizedStrategy(
-        model,
-        training,
-        device,
-        chunk_size=spec.chunk_size,
-        autocast=spec.autocast,
-        channels_last=channels_last,
+        model, training, device, chunk_size=spec.chunk_size, precision=precision
     )

@@ -80,21 +80,18 @@ class VectorizedStrategy:
         training: TrainingSpec,
         device: torch.device,
         chunk_size: int | None = None,
-        autocast: str = "none",
+        precision: Precision | None = None,
         free_memory: Callable[[], int] | None = None,
-        channels_last: bool = False,
     ) -> None:
         self.model = model
         self.training = training
         self.device = torch.device(device)
         self.chunk_size = chunk_size
-        self.autocast = autocast
         self.free_memory = free_memory or (lambda: free_memory_bytes(self.device))
         self.auto_chunk: int | None = None  # sized once, on first use
         self.cap: int | None = None  # lowered when a chunk ran out of memory
-        self.precision = Precision(model, autocast, channels_last)
+        self.precision = precision or Precision(model)
         self.sequential = SequentialStrategy(model, training, self.precision)
-        self.batched = self.precision.run_batched
 
     # -- forward passes --------------------------------------------------------------------
 
@@ -113,7 +110,7 @@ class VectorizedStrategy:
         self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
     ) -> Tensor:
         """k models on their own inputs: ``[k, *shape]`` tensors, ``x`` ``[k, B, ...]``."""
-        return self.batched(params, buffers, x)
+        return self.precision.run_batched(params, buffers, x)
 
     # -- training --------------------------------------------------------------------------
 
@@ -222,7 +219,7 @@ class VectorizedStrategy:
         hooks: Hooks,
     ) -> Tensor:
         """Each client's loss ``[k]``: its mean cross-entropy plus the method's extra term."""
-        logits = self.batched(params, buffers, x)  # [k, b, classes], float32
+        logits = self.forward_batched(params, buffers, x)  # [k, b, classes], float32
         ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         loss = ce.view(len(clients), -1).mean(1)
         if hooks.loss:

@@ -79,7 +79,9 @@ def train_both(pools, method, clients=None, augment="cifar100", autocast="none",
     out = []
     for strategy in (
         SequentialStrategy(model, TRAINING, Precision(model, autocast)),
-        VectorizedStrategy(model, TRAINING, CPU, autocast=autocast, **vectorized),
+        VectorizedStrategy(
+            model, TRAINING, CPU, precision=Precision(model, autocast), **vectorized
+        ),
     ):
         pop = population(model)
         gen = torch.Generator().manual_seed(3)
@@ -289,7 +291,7 @@ def test_auto_strategy_per_device():
     engine = EngineSpec(strategy="vectorized", chunk_size=3, autocast="bf16")
     strategy = make_strategy(engine, model, TRAINING, CPU)
     assert isinstance(strategy, VectorizedStrategy)
-    assert (strategy.chunk_size, strategy.autocast) == (3, "bf16")
+    assert (strategy.chunk_size, strategy.precision.autocast) == (3, "bf16")
     assert strategy.precision.channels_last  # auto layout on CPU
     sequential = make_strategy("auto", model, TRAINING, CPU)
     assert isinstance(sequential, SequentialStrategy)
