@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import Field
 from torch import Tensor
 
-from fedlab_cli.engine.method import Method, MethodParams, Phase
+from fedlab_cli.engine.method import FLOAT_BITS, Method, MethodParams, Phase, Traffic
 from fedlab_cli.engine.population import Population, weighted_mean
 from fedlab_cli.models import Kind, Position, TensorRole
 
@@ -31,6 +31,7 @@ class FedBNParams(MethodParams):
 class FedBN(Method):
     Params: ClassVar[type[MethodParams]] = FedBNParams
     description: ClassVar[str] = "FedBN: share conv/linear weights; BN and biases stay local"
+    has_global_model: ClassVar[bool] = False
 
     def shares(self, name: str, role: TensorRole) -> bool:
         return role.kind is Kind.WEIGHT or (self.params.share_bias and role.kind is Kind.BIAS)
@@ -45,14 +46,29 @@ class FedBN(Method):
             return super().local_phases(round_index, local_epochs)
         return [Phase(local_epochs, lambda name, role: role.position is not Position.MIDDLE)]
 
+    def aggregated_names(self, population: Population, round_index: int) -> list[str]:
+        """The shared tensors, less frozen middle layers (A_fix): what travels this round."""
+        frozen = self.middle_frozen(round_index)
+        return [
+            name
+            for name in self.shared_names(population)
+            if not (frozen and population.roles[name].position is Position.MIDDLE)
+        ]
+
     def aggregate(
         self, population: Population, participants: Tensor, weights: Tensor, round_index: int
     ) -> None:
         """FedAvg of the shared tensors, leaving frozen middle layers where they are."""
-        frozen = self.middle_frozen(round_index)
         tensors = population.tensors()
-        for name in self.shared_names(population):
-            if frozen and population.roles[name].position is Position.MIDDLE:
-                continue
+        for name in self.aggregated_names(population, round_index):
             stacked = tensors[name]
             stacked.copy_(weighted_mean(stacked, participants, weights).expand_as(stacked))
+
+    def communication(
+        self, population: Population, clients: list[int], round_index: int
+    ) -> Traffic:
+        """Each participant sends and receives the tensors aggregated this round, 32-bit."""
+        tensors = population.tensors()
+        names = self.aggregated_names(population, round_index)
+        total = float(FLOAT_BITS * sum(tensors[n][0].numel() for n in names) * len(clients))
+        return Traffic(total, total)

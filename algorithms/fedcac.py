@@ -20,7 +20,14 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from fedlab_cli.engine.method import LocalTrace, Method, MethodParams, RunContext
+from fedlab_cli.engine.method import (
+    FLOAT_BITS,
+    LocalTrace,
+    Method,
+    MethodParams,
+    RunContext,
+    Traffic,
+)
 from fedlab_cli.engine.population import Population, weighted_mean
 
 DATASET_DEFAULTS: dict[str, tuple[float, int]] = {
@@ -101,6 +108,7 @@ def collaborators(overlap: Tensor, round_index: int, beta: int) -> Tensor:
 class FedCAC(Method):
     Params: ClassVar[type[MethodParams]] = FedCACParams
     description: ClassVar[str] = "FedCAC: critical params from similar clients, the rest global"
+    has_global_model: ClassVar[bool] = False
 
     def setup(self, population: Population, context: RunContext) -> None:
         """Resolve τ and β: the user's values, else the dataset's defaults (decision 9)."""
@@ -147,6 +155,15 @@ class FedCAC(Method):
             "critical_share": _share(self.critical),
         }
         self.critical = {}
+
+    def communication(
+        self, population: Population, clients: list[int], round_index: int
+    ) -> Traffic:
+        """Each participant sends its parameters and receives its customized ones (32-bit);
+        BN statistics stay local."""
+        per_client = FLOAT_BITS * sum(t[0].numel() for t in population.params.values())
+        total = float(per_client * len(clients))
+        return Traffic(total, total)
 
     def round_metrics(self) -> dict[str, Any]:
         """Mean collaborator count (self included) and share of critical entries this round."""

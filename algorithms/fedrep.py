@@ -5,11 +5,11 @@ epochs, then updates the body under its fixed head for ``rep_epochs`` epochs. Th
 averages the body (BN affine and running statistics included, REFERENCE.md decision 8); the
 head (the last linear layer's weight and bias) never leaves the client.
 
-Momentum: the engine keeps one momentum buffer per tensor for the whole round, created at the
-tensor's first step, and a frozen tensor gets no step at all. Since the two phases train
-disjoint tensors, this is what one SGD optimizer over all parameters does when frozen
-parameters have no gradient (the reference trains both phases with one optimizer): neither
-phase sees momentum from the other, and a frozen tensor never moves.
+Momentum: the engine keeps one optimizer state per tensor for the whole round, and a frozen
+tensor gets no step at all. Since the two phases train disjoint tensors, this is what one SGD
+optimizer over all parameters does when frozen parameters have no gradient (the reference
+trains both phases with one optimizer): neither phase sees momentum from the other, and a
+frozen tensor never moves.
 
 The model stays in train mode in both phases, as in the reference, so the BN running statistics
 (which no phase trains) keep tracking the client's batches during the head phase too.
@@ -42,6 +42,7 @@ def is_body(name: str, role: TensorRole) -> bool:
 class FedRep(Method):
     Params: ClassVar[type[MethodParams]] = FedRepParams
     description: ClassVar[str] = "FedRep: head trained then body trained; body shared, head local"
+    has_global_model: ClassVar[bool] = False
 
     def setup(self, population: Population, context: RunContext) -> None:
         """Reject a body share larger than the round: the head phase cannot be negative."""

@@ -10,8 +10,11 @@ For each round t = 0, ..., T-1 (REFERENCE.md §5.7, decisions 3-6):
    (``reinit: zero``) or the initial global weights every client started from (``original``).
 
 Scores: ``grad_x_global`` |g_c ⊙ W|, g_c = c's fp32 gradient on its last local mini-batch (the
-reference code, default); ``update_x_local`` |Δθ_c ⊙ θ_c|, the local update times the local
-weights after training (paper Eq. 3); ``magnitude`` |W| (one mask for all clients); ``random``.
+reference code, default; ``score_precision: fp16`` keeps g_c as the official code stores it —
+clipped to global norm 3.0 over all of c's tensors, then half precision — and ranks by a
+descending sort as it does: bit-identical to that code, REFERENCE.md decision 4);
+``update_x_local`` |Δθ_c ⊙ θ_c|, the local update times the local weights after training
+(paper Eq. 3); ``magnitude`` |W| (one mask for all clients); ``random``.
 ``sparsity: persistent`` (Table 7) keeps each client's mask applied until the next
 sparsification round: after every aggregation, and to weights and momentum after every local step.
 
@@ -39,10 +42,14 @@ from pydantic import Field
 from torch import Tensor
 
 from algorithms.fedbn import FedBN, FedBNParams
-from fedlab_cli.engine.method import LocalTrace, MethodParams, RunContext
+from fedlab_cli.engine.method import Block, LocalTrace, MethodParams, RunContext
+from fedlab_cli.engine.optim import clip_grad_norms
 from fedlab_cli.engine.population import Population
-from fedlab_cli.models import MODELS, Kind, Position
+from fedlab_cli.models import Kind, Position
 from fedlab_cli.models.flops import layer_macs
+
+REFERENCE_CLIP = 3.0
+"""The official code's ``clip_grad_norm_`` bound on the stored gradient (fp16 scores only)."""
 
 S0_BY_DATASET = {"cifar10": 0.5, "cifar100": 0.7, "tinyimagenet": 0.7}
 """The paper's s0 (Fig. 7d, README flags); other datasets (digits) take CIFAR-10's 0.5."""
@@ -54,6 +61,9 @@ class LIPSParams(FedBNParams):
     score: Literal["grad_x_global", "update_x_local", "magnitude", "random"] = "grad_x_global"
     reinit: Literal["zero", "original"] = "zero"
     sparsity: Literal["transient", "persistent"] = "transient"
+    score_precision: Literal["fp32", "fp16"] = Field(
+        "fp32", description="grad_x_global: fp16 = the official code's clipped half gradient"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,11 +118,18 @@ class LIPS(FedBN):
         # decision 5: every client started from client 0's initial weights
         self.initial = {n: weights[n][0].clone() for n in self.middle}
         self.generator = torch.Generator(device=context.device).manual_seed(context.seed)
-        # persistent only: each client's current mask [C, *shape], and what training cost
+        # persistent only: each client's current mask [C, *shape] (client state the engine
+        # slices for training blocks), and what training cost
         self.masks: dict[str, Tensor] = {}
         if self.persistent:
-            self.masks = {n: torch.ones_like(weights[n], dtype=torch.bool) for n in self.middle}
-            self.cost = TrainingCost(population, self.middle, forward_macs(context))
+            self.masks = {
+                n: population.add_state(
+                    f"lips.mask.{n}", torch.ones_like(weights[n], dtype=torch.bool)
+                )
+                for n in self.middle
+            }
+            macs = layer_macs(context.architecture, context.image_shape)
+            self.cost = TrainingCost(population, self.middle, macs)
         self.local_score: dict[str, Tensor] = {}
         self.sparsified: list[int] = []
         self.metrics: dict[str, Any] = {}
@@ -129,34 +146,34 @@ class LIPS(FedBN):
         if self.sparsifies(round_index) and self.params.score == "update_x_local":
             self.start = {n: population.params[n][clients].clone() for n in self.middle}
 
-    @property
-    def hooks_local_steps(self) -> bool:
-        """Only persistent sparsity acts after each step (or a subclass that hooks it)."""
-        return self.persistent or type(self).after_local_step is not LIPS.after_local_step
-
-    def after_local_step(
-        self, client: int, params: dict[str, Tensor], momentum: dict[str, Tensor]
+    def after_step(
+        self, block: Block, params: dict[str, Tensor], optimizer_state: dict[str, dict]
     ) -> None:
-        """Persistent: the client's mask stays on its weights and momentum; count the cost."""
+        """Persistent: each client's mask stays on its weights and optimizer state."""
         if not self.persistent:
             return
         for name in self.middle:
-            mask = self.masks[name][client]
+            mask = block.state[f"lips.mask.{name}"]
             params[name].copy_(torch.where(mask, params[name], self.fill(name)))
-            if name in momentum:
-                momentum[name].mul_(mask)
-        self.cost.count_step(client)
+            for slot in optimizer_state.get(name, {}).values():
+                slot.mul_(mask)
 
     def after_local_training(
         self, population: Population, clients: list[int], round_index: int, trace: LocalTrace
     ) -> None:
-        """Keep each participant's local half of the score; the global half comes after sync."""
+        """Count persistent sparsity's training cost; keep each participant's local half of the
+        score (the global half comes after sync)."""
+        if self.persistent:
+            self.cost.count(population.index(clients), trace.steps)
         if not self.sparsifies(round_index):
             return
         self.sparsified = list(trace.clients)
         if self.params.score == "grad_x_global":
             assert trace.last_grads is not None
-            self.local_score = {n: trace.last_grads[n] for n in self.middle}
+            grads = trace.last_grads
+            if self.params.score_precision == "fp16":
+                grads = stored_like_reference(grads)
+            self.local_score = {n: grads[n] for n in self.middle}
         elif self.params.score == "update_x_local":
             after = {n: population.params[n][clients] for n in self.middle}
             self.local_score = {n: ((after[n] - self.start[n]) * after[n]).abs() for n in after}
@@ -212,6 +229,8 @@ class LIPS(FedBN):
             values = torch.rand(w_glob.shape, generator=self.generator, device=w_glob.device)
         elif score == "grad_x_global":
             values = (self.local_score[name] * w_glob).abs()
+            if self.params.score_precision == "fp16":
+                return descending_sort_mask(values.flatten(1), keep).view_as(w_glob)
         else:
             values = self.local_score[name]
         return top_k_mask(values.flatten(1), keep).view_as(w_glob)
@@ -234,14 +253,13 @@ class LIPS(FedBN):
     def state_dict(self) -> dict:
         state: dict = {"generator": self.generator.get_state()}
         if self.persistent:
-            state.update(masks=self.masks, cost=self.cost.state_dict())
+            state.update(cost=self.cost.state_dict())
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """The masks come back with the population (client state); the rest here."""
         self.generator.set_state(state["generator"])
         if self.persistent:
-            for name, mask in state["masks"].items():
-                self.masks[name].copy_(mask)
             self.cost.update(self.masks)
             self.cost.load_state_dict(state["cost"])
 
@@ -249,6 +267,21 @@ class LIPS(FedBN):
 def top_k_mask(scores: Tensor, keep: int) -> Tensor:
     """[C, numel] bool, True at each row's ``keep`` largest scores (one topk for all clients)."""
     index = scores.topk(keep, dim=1, sorted=False).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, index, True)
+
+
+def stored_like_reference(grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each client's last-batch gradients as the official code keeps them: scaled by
+    ``clip_grad_norm_(all tensors, 3.0)``'s coefficient, then cast to half precision."""
+    clipped = {n: g.clone() for n, g in grads.items()}
+    clip_grad_norms(clipped, REFERENCE_CLIP)
+    return {n: g.half() for n, g in clipped.items()}
+
+
+def descending_sort_mask(scores: Tensor, keep: int) -> Tensor:
+    """As ``top_k_mask``, but breaking ties as the reference does: the first ``keep`` indices of
+    a descending ``torch.sort`` (half-precision scores tie often, and topk orders ties apart)."""
+    index = torch.sort(scores, dim=1, descending=True).indices[:, :keep]
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, index, True)
 
 
@@ -300,12 +333,15 @@ class TrainingCost:
         per_layer = [masks[n].flatten(1).sum(1).to(torch.float64) for n in self.middle]
         self.densities = torch.stack(per_layer, dim=1) / self.numel
 
-    def count_step(self, client: int) -> None:
-        d = self.densities[client]
-        self.steps += 1
-        self.density_sum += (d * self.numel).sum() / self.numel.sum()
+    def count(self, clients: Tensor, steps: list[int]) -> None:
+        """Add the local steps of a round's participants (``steps[i]`` for ``clients[i]``),
+        each at its client's current densities."""
+        d = self.densities[clients]  # [k, layers]
+        weight = torch.tensor(steps, dtype=torch.float64).to(d.device)
+        self.steps += sum(steps)
+        self.density_sum += (weight * (d * self.numel).sum(1) / self.numel.sum()).sum()
         dense = self.other_macs + self.macs.sum()
-        self.flops_sum += (self.other_macs + (d * self.macs).sum()) / dense
+        self.flops_sum += (weight * (self.other_macs + (d * self.macs).sum(1)) / dense).sum()
 
     def summary(self) -> dict[str, float | None]:
         if self.steps == 0 or not self.middle:
@@ -322,12 +358,3 @@ class TrainingCost:
         self.steps = state["steps"]
         self.density_sum.copy_(state["density_sum"])
         self.flops_sum.copy_(state["flops_sum"])
-
-
-def forward_macs(context: RunContext) -> dict[str, int]:
-    """One sample's forward MACs of every conv/linear layer of the run's architecture."""
-    with torch.device("meta"):
-        model = MODELS[context.model].factory(
-            num_classes=context.num_classes, in_channels=context.image_shape[0]
-        )
-    return layer_macs(model, context.image_shape)

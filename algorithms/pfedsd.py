@@ -6,10 +6,12 @@ a client that has trained before adds ``λ·τ²·KL(softmax(teacher/τ) ‖ sof
 local training (REFERENCE.md §5.5, decision 10). The result is that personalized model, so the
 method's accuracy is ``acc_local`` (decision 2).
 
-Teachers are stacked like the population (``[C, ...]`` params and buffers) and travel in
+Teachers are per-client state declared to the engine (``teacher.params.*``,
+``teacher.buffers.*``, ``teacher.ready``), so they are chunked with their clients and travel in
 checkpoints. As in the reference the teacher runs in train mode by default (BN normalises with
 the batch statistics); its forward pass gets copies of the stored BN buffers, so the stored
-teacher never changes.
+teacher never changes. A block's clients without a teacher yet add nothing (their term is
+multiplied by 0).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from fedlab_cli.engine.method import Forward, LocalTrace, Method, MethodParams, RunContext
+from fedlab_cli.engine.method import Block, LocalTrace, Method, MethodParams, RunContext
 from fedlab_cli.engine.population import Population
 
 
@@ -32,10 +34,12 @@ class PFedSDParams(MethodParams):
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """``τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ))``, summed over classes, batch mean."""
-    log_student = F.log_softmax(student / temperature, dim=1)
-    target = F.softmax(teacher / temperature, dim=1)
-    return temperature**2 * F.kl_div(log_student, target, reduction="batchmean")
+    """``[k]``: per client, ``τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ))`` summed over
+    classes, mean over the batch (logits ``[k, b, classes]``)."""
+    log_student = F.log_softmax(student / temperature, dim=-1)
+    target = F.softmax(teacher / temperature, dim=-1)
+    pointwise = F.kl_div(log_student, target, reduction="none")
+    return temperature**2 * (pointwise.flatten(1).sum(1) / student.shape[1])
 
 
 class PFedSD(Method):
@@ -46,46 +50,48 @@ class PFedSD(Method):
     def setup(self, population: Population, context: RunContext) -> None:
         """No client has a teacher before its first local training."""
         super().setup(population, context)
-        self.teacher_params = {n: t.clone() for n, t in population.params.items()}
-        self.teacher_buffers = {n: t.clone() for n, t in population.buffers.items()}
-        # host-side flags: the per-step check reads no tensor, so no device sync
+        for group, tensors in (("params", population.params), ("buffers", population.buffers)):
+            for name, tensor in tensors.items():
+                population.add_state(f"teacher.{group}.{name}", tensor.clone())
+        ready = torch.zeros(population.num_clients, dtype=torch.bool, device=population.device)
+        population.add_state("teacher.ready", ready)
+        # host-side mirror of teacher.ready: the per-step check reads no tensor, so no sync
         self.has_teacher = [False] * population.num_clients
 
     def extra_loss(
-        self, client: int, inputs: Tensor, logits: Tensor, forward: Forward
+        self, block: Block, params: dict[str, Tensor], inputs: Tensor, logits: Tensor
     ) -> Tensor | None:
-        if not self.has_teacher[client]:
+        if not any(self.has_teacher[c] for c in block.clients):
             return None
+        state = block.state
         with torch.no_grad():
-            params = {n: t[client] for n, t in self.teacher_params.items()}
-            buffers = {n: t[client].clone() for n, t in self.teacher_buffers.items()}
+            teacher_params = {n: state[f"teacher.params.{n}"] for n in params}
+            teacher_buffers = {
+                n[len("teacher.buffers.") :]: t.clone()
+                for n, t in state.items()
+                if n.startswith("teacher.buffers.")
+            }
             train = self.params.teacher_mode == "train"
-            teacher = forward(params, buffers, inputs, train=train)
-        return self.params.lam * distillation_loss(logits, teacher, self.params.temperature)
+            teacher = block.forward(teacher_params, teacher_buffers, inputs, train=train)
+        term = self.params.lam * distillation_loss(logits, teacher, self.params.temperature)
+        if all(self.has_teacher[c] for c in block.clients):
+            return term
+        return term * state["teacher.ready"].to(term.dtype)
 
     def after_local_training(
         self, population: Population, clients: list[int], round_index: int, trace: LocalTrace
     ) -> None:
         """The participants' freshly trained models become their next teachers."""
         idx = population.index(clients)
-        for stored, current in (
-            (self.teacher_params, population.params),
-            (self.teacher_buffers, population.buffers),
-        ):
-            for name, tensor in stored.items():
-                tensor[idx] = current[name][idx]
+        for group, current in (("params", population.params), ("buffers", population.buffers)):
+            for name, tensor in current.items():
+                population.state[f"teacher.{group}.{name}"][idx] = tensor[idx]
+        population.state["teacher.ready"][idx] = True
         for client in clients:
             self.has_teacher[client] = True
 
     def state_dict(self) -> dict:
-        return {
-            "teacher_params": self.teacher_params,
-            "teacher_buffers": self.teacher_buffers,
-            "has_teacher": torch.tensor(self.has_teacher, dtype=torch.bool),
-        }
+        return {"has_teacher": torch.tensor(self.has_teacher, dtype=torch.bool)}
 
     def load_state_dict(self, state: dict) -> None:
-        for group in ("teacher_params", "teacher_buffers"):
-            for name, tensor in getattr(self, group).items():
-                tensor.copy_(state[group][name])
         self.has_teacher = [bool(flag) for flag in state["has_teacher"].tolist()]

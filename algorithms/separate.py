@@ -8,6 +8,7 @@ from fedlab_cli.engine.method import Method
 class Separate(Method):
     description: ClassVar[str] = "Separate: local training only, no aggregation"
     aggregates: ClassVar[bool] = False
+    has_global_model: ClassVar[bool] = False
 
     def shares(self, name, role) -> bool:
         return False

@@ -45,11 +45,9 @@ from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.data.registry import DATASETS, load_dataset
 from fedlab_cli.data.synthetic import synthetic_name
+from fedlab_cli.engine.build import build_federation, build_model, partition
 from fedlab_cli.engine.device import resolve_device
-from fedlab_cli.engine.federation import Federation
-from fedlab_cli.engine.session import partition
-from fedlab_cli.engine.strategies import resolve_strategy
-from fedlab_cli.engine.vectorized import VectorizedStrategy
+from fedlab_cli.engine.strategies import VectorizedStrategy, resolve_strategy
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
 from fedlab_cli.models.flops import forward_flops
@@ -163,7 +161,7 @@ def time_fedlab(
     spec.engine.strategy = strategy
     resolved = ResolvedSpec(spec, workload.resolved.method_cls, workload.resolved.method_params)
     spec.federation.rounds = workload.warmup + workload.timed_rounds
-    fed = Federation(resolved, workload.dataset, workload.splits, workload.device)
+    fed = build_federation(resolved, dataset=workload.dataset, splits=workload.splits)
     for _ in range(workload.warmup):
         fed.run_round()
     synchronize(workload.device)
@@ -174,8 +172,8 @@ def time_fedlab(
     seconds = (time.perf_counter() - start) / workload.timed_rounds
     if chunks is not None and isinstance(fed.strategy, VectorizedStrategy):
         chunks[strategy] = (
-            fed.strategy.chunk_for(spec.data.num_clients, fed.data),
-            fed.strategy.chunk_for(sys.maxsize, fed.data),
+            fed.strategy.chunk_for(spec.data.num_clients),
+            fed.strategy.chunk_for(sys.maxsize),
         )
     return seconds
 
@@ -287,9 +285,10 @@ def benchmark(workload: Workload, strategies: list[str], repeats: int, reference
 
 
 def flops_per_sample(workload: Workload) -> int:
-    ds = workload.dataset
-    model = build(workload.spec.model.name, ds.num_classes, in_channels=ds.image_shape[0])
-    return forward_flops(model, ds.image_shape)
+    """Forward FLOPs of the architecture the method trains (after its model transform)."""
+    return forward_flops(
+        build_model(workload.resolved, workload.dataset), workload.dataset.image_shape
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench, run as a scri
 
 from bench import load_workload, synchronize
 
-from fedlab_cli.engine.federation import Federation
-from fedlab_cli.engine.vectorized import VectorizedStrategy
+from fedlab_cli.engine.build import build_federation
+from fedlab_cli.engine.strategies import VectorizedStrategy
 from fedlab_cli.errors import FedlabError
 
 
@@ -51,7 +51,7 @@ def try_clients(preset: str, overrides: list[str], data: str, clients: int) -> T
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        fed = Federation(workload.resolved, workload.dataset, workload.splits, device)
+        fed = build_federation(workload.resolved, dataset=workload.dataset, splits=workload.splits)
         start = time.perf_counter()
         fed.run_round()
         synchronize(device)
@@ -59,7 +59,7 @@ def try_clients(preset: str, overrides: list[str], data: str, clients: int) -> T
     except torch.OutOfMemoryError:
         return Trial(clients, False, None, None)
     strategy = fed.strategy
-    halved = isinstance(strategy, VectorizedStrategy) and strategy.cap is not None
+    halved = isinstance(strategy, VectorizedStrategy) and strategy.chunks.cap is not None
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return Trial(clients, not halved, seconds, peak)
 

@@ -100,15 +100,30 @@ def benchmark_script(name: str) -> Iterator[ModuleType]:
         del sys.modules[spec.name]
 
 
-def fail_chunks_above(monkeypatch, limit: int) -> None:
-    """Make the vectorized strategy run out of memory (simulated) on chunks over ``limit``."""
-    from fedlab_cli.engine.vectorized import VectorizedStrategy
+def fail_chunks_above(monkeypatch, limit: int, after_steps: int = 0) -> None:
+    """Make training run out of memory (simulated) in blocks of more than ``limit`` clients,
+    after ``after_steps`` of the block's optimizer steps (mid-block: hooks have already run)."""
+    from fedlab_cli.engine.trainer import LocalTrainer
 
-    real = VectorizedStrategy._train_chunk
+    real = LocalTrainer._train_block
 
-    def train_chunk(self, population, clients, *args):
-        if len(clients) > limit:
-            raise torch.OutOfMemoryError("simulated")
-        return real(self, population, clients, *args)
+    def train_block(self, population, clients, positions, *args):
+        if len(positions) <= limit:
+            return real(self, population, clients, positions, *args)
+        step = self.optimizer.step
+        count = 0
 
-    monkeypatch.setattr(VectorizedStrategy, "_train_chunk", train_chunk)
+        def failing_step(*step_args):
+            nonlocal count
+            if count == after_steps:
+                raise torch.OutOfMemoryError("simulated")
+            count += 1
+            return step(*step_args)
+
+        self.optimizer.step = failing_step
+        try:
+            return real(self, population, clients, positions, *args)
+        finally:
+            self.optimizer.step = step
+
+    monkeypatch.setattr(LocalTrainer, "_train_block", train_block)

@@ -13,7 +13,7 @@ from fedlab_cli.cli.errors import user_errors
 from fedlab_cli.cli.presets import list_presets
 from fedlab_cli.data.registry import DATASETS
 from fedlab_cli.engine.registry import available_methods, load_method
-from fedlab_cli.models import MODELS
+from fedlab_cli.models import available_models, describe
 
 
 class Listing(str, Enum):
@@ -46,7 +46,14 @@ def _rows(what: Listing) -> list[dict]:
             rows.append(_method_row(name, entry.value, cls.final_accuracy, params, cls.description))
         return rows
     if what is Listing.models:
-        return [{"name": m.name, "description": m.description} for m in MODELS.values()]
+        rows = []
+        for name, entry in sorted(available_models().items()):
+            try:
+                description = describe(name)
+            except Exception as err:  # a broken plugin must not hide the working models
+                description = f"cannot load: {err}"
+            rows.append({"name": name, "entry_point": entry.value, "description": description})
+        return rows
     if what is Listing.datasets:
         return [
             {

@@ -1,8 +1,8 @@
 """The round loop: local training, evaluate, aggregate, after-aggregate, evaluate, log.
 
-``Federation`` holds everything a run needs in memory; ``run`` drives it round by round and
-hands each round's record to callbacks (the run directory writer, the live view), so tracking
-and checkpointing stay out of the loop itself.
+``Federation`` holds the parts a run is made of (``build.build_federation`` assembles them) and
+only runs rounds; ``run`` drives it round by round and hands each round's record to callbacks
+(the run directory writer, the live view), so tracking and checkpointing stay out of the loop.
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from fedlab_cli.data.augment import test_transform, train_transform
-from fedlab_cli.data.base import ImageDataset
-from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.engine.client_data import ClientData
-from fedlab_cli.engine.method import LocalTrace, RunContext, host_values
+from fedlab_cli.engine.method import LocalTrace, Method, host_values
 from fedlab_cli.engine.population import Population
-from fedlab_cli.engine.strategies import make_strategy
-from fedlab_cli.errors import FedlabError, TrainingDivergedError
-from fedlab_cli.models import build
-from fedlab_cli.spec.load import ResolvedSpec
+from fedlab_cli.engine.trainer import LocalTrainer
+from fedlab_cli.errors import TrainingDivergedError
+from fedlab_cli.spec.model import RunSpec
+
+LOCAL, AGGREGATED = 0, 1
+"""Evaluation scopes of a round (they draw different noise in stochastic models)."""
 
 
 @dataclass
@@ -41,11 +40,16 @@ class RoundRecord:
     acc_local_clients: list[float] | None
     acc_agg_clients: list[float] | None
     grad_norms: dict[str, float] = field(default_factory=dict)
+    uplink_bits: float = 0.0
+    downlink_bits: float = 0.0
+    acc_global: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        """One ``metrics.jsonl`` line: the fields above, method extras merged in."""
-        record = {k: v for k, v in self.__dict__.items() if k != "extras"}
+    def to_json(self, with_global: bool = False) -> dict:
+        """One ``metrics.jsonl`` line: the fields above, method extras merged in
+        (``acc_global`` only in runs that record it)."""
+        skip = {"extras"} if with_global else {"extras", "acc_global"}
+        record = {k: v for k, v in self.__dict__.items() if k not in skip}
         return {**record, **self.extras}
 
 
@@ -67,46 +71,27 @@ class Federation:
 
     def __init__(
         self,
-        resolved: ResolvedSpec,
-        dataset: ImageDataset,
-        splits: ClientSplits,
+        spec: RunSpec,
         device: torch.device,
+        model: nn.Module,
+        population: Population,
+        method: Method,
+        data: ClientData,
+        strategy: LocalTrainer,
     ) -> None:
-        spec = resolved.spec
         self.spec = spec
         self.device = device
-        torch.manual_seed(spec.seed)
-        model = build(spec.model.name, dataset.num_classes, in_channels=dataset.image_shape[0])
-        check_model_accepts(model, dataset)
-        self.model = model.to(device)
-        self.population = Population.replicate(model, spec.data.num_clients, device)
-        self.method = resolved.method_cls(resolved.method_params)
-        self.method.setup(
-            self.population,
-            RunContext(
-                rounds=spec.federation.rounds,
-                local_epochs=spec.training.local_epochs,
-                dataset=dataset.name,
-                num_classes=dataset.num_classes,
-                model=spec.model.name,
-                image_shape=dataset.image_shape,
-                seed=spec.seed,
-                device=device,
-            ),
-        )
-        self.data = ClientData.build(
-            dataset,
-            splits,
-            device,
-            train_transform(dataset.name, spec.data.augment),
-            test_transform(dataset.name),
-        )
-        self.strategy = make_strategy(
-            spec.engine, self.model, spec.training, device, dataset.image_shape
-        )
+        self.model = model
+        self.population = population
+        self.method = method
+        self.data = data
+        self.strategy = strategy
         self.observers: list[RoundObserver] = []
         self.generator = torch.Generator(device=device).manual_seed(spec.seed)
         self.next_round = 0
+        self.splits = None
+        self.notice: str | None = None
+        self._test_union: Tensor | None = None
 
     def engine_description(self) -> dict[str, str]:
         """How this run executes, ``auto`` settings resolved (for summary.json and the title)."""
@@ -138,24 +123,29 @@ class Federation:
         t = self.next_round
         start = time.perf_counter()
         clients = self.participants(t)
-        method, population = self.method, self.population
+        method, population, strategy, data = self.method, self.population, self.strategy, self.data
         method.before_local_training(population, clients, t)
-        trace = self.strategy.train(population, clients, self.data, self.generator, method, t)
+        trace = strategy.train(population, clients, data, self.generator, method, t)
         method.after_local_training(population, clients, t, trace)
         evaluate = self.is_eval_round(t)
-        acc_local = self.strategy.evaluate(population, self.data) if evaluate else None
+        acc_local = strategy.evaluate(population, data, t, LOCAL) if evaluate else None
+        acc_global = None
         if method.aggregates:
             chosen = population.index(clients)
-            weights = self.data.train_counts[chosen]
+            weights = data.train_counts[chosen]
             method.aggregate(population, chosen, weights, t)
             for observer in self.observers:
                 observer.on_aggregated(self, t, trace)
+            if evaluate and self.spec.eval.global_model:
+                params, buffers = method.global_model(population)
+                acc_global = strategy.evaluate_model(params, buffers, data, self.test_union, t)
             method.after_aggregate(population, t)
-            acc_agg = self.strategy.evaluate(population, self.data) if evaluate else None
+            acc_agg = strategy.evaluate(population, data, t, AGGREGATED) if evaluate else None
         else:
             acc_agg = acc_local
             for observer in self.observers:
                 observer.on_aggregated(self, t, trace)
+        traffic = method.communication(population, clients, t)
         check_finite(trace.losses, clients, t)  # the round's first read back to the host
         self.next_round = t + 1
         return RoundRecord(
@@ -168,8 +158,23 @@ class Federation:
             acc_local_clients=_listed(acc_local),
             acc_agg_clients=_listed(acc_agg),
             grad_norms={n: float(v.mean()) for n, v in trace.last_grad_norms.items()},
+            uplink_bits=float(traffic.uplink_bits),
+            downlink_bits=float(traffic.downlink_bits),
+            acc_global=acc_global,
             extras=host_values(method.round_metrics()),
         )
+
+    @property
+    def test_union(self) -> Tensor:
+        """The union of the clients' test splits (computed once)."""
+        if self._test_union is None:
+            self._test_union = self.data.test_union()
+        return self._test_union
+
+    @property
+    def parameter_count(self) -> int:
+        """Elements of one client's parameters: the denominator of bits per parameter."""
+        return sum(t[0].numel() for t in self.population.params.values())
 
     def state_dict(self) -> dict:
         """Everything needed to continue bit-exactly after this round (on CPU)."""
@@ -196,22 +201,6 @@ def run(federation: Federation, on_round: Sequence[Callable[[RoundRecord], None]
         record = federation.run_round()
         for callback in on_round:
             callback(record)
-
-
-def check_model_accepts(model: torch.nn.Module, dataset: ImageDataset) -> None:
-    """Fail early, with one line, when a model cannot take this dataset's images."""
-    probe = torch.zeros(2, *dataset.image_shape)
-    try:
-        with torch.no_grad():
-            model.eval()(probe)
-    except RuntimeError:
-        shape = "x".join(map(str, dataset.image_shape))
-        raise FedlabError(
-            f"model.name: {type(model).__name__} does not accept the {shape} images of "
-            f"dataset {dataset.name!r}"
-        ) from None
-    finally:
-        model.train()
 
 
 def check_finite(losses: Tensor, clients: list[int], round_index: int) -> None:

@@ -1,41 +1,62 @@
 """The method interface: FedAvg by default; a method overrides only how it differs.
 
-Hooks, in the order the round loop calls them (every one has a FedAvg default):
+Hooks, in the order a run calls them (every one has a FedAvg default):
 
-- ``setup(population, context)``: once, on the freshly initialised population (e.g. keep the
-  initial weights); a resumed run calls it too, then ``load_state_dict``.
-- ``before_local_training(population, clients, round_index)``: e.g. snapshot the start weights.
-- ``local_phases(round_index, local_epochs)``: phases of local training, each with the
-  parameters it updates (FedRep: head, then body).
-- ``extra_loss(client, inputs, logits, forward)``: a term added to cross-entropy (pFedSD).
-- ``after_local_step(client, params, momentum)``: adjust weights after each SGD step (masks).
-- ``after_local_training(population, clients, round_index, trace)``: sees each participant's
-  last-mini-batch gradients (when ``wants_last_gradients``) and losses.
-- ``shares(name, role)`` and ``aggregate(population, participants, weights, round_index)``:
-  which tensors the server averages, and how.
+Building, once:
+- ``transform_model(model, params)`` (class method): change the architecture before the
+  population is made (FedPM swaps conv/linear layers for masked-score layers).
+- ``setup(population, context)``: on the initial population; declare per-client state here
+  with ``population.add_state(name, tensor)`` — the engine stacks, chunks, moves and
+  checkpoints it, and hands each block its slice (``Block.state``). A resumed run calls
+  ``setup`` too, then ``load_state_dict``.
+- ``calibrate(population, calibration)``: a one-time round trip before round 0 (SSFL's
+  saliency): clients compute on their data at the initial weights, the server combines.
+
+Each round:
+- ``before_local_training(population, clients, round_index)``.
+- ``local_phases(round_index, local_epochs)``: phases, each with the parameters it updates.
+- On every local step of a block of k clients (all ``[k, ...]`` tensors, no per-client loop):
+  ``extra_loss(block, params, inputs, logits)`` → ``[k]`` added to the cross-entropy (pFedSD,
+  FedProx); ``transform_gradients(block, params, grads)`` before clipping and the optimizer
+  step (masks, proximal terms); ``after_step(block, params, optimizer_state)`` (re-apply masks).
+- ``after_local_training(population, clients, round_index, trace)``: sees what training saw.
+- ``shares(name, role)`` and ``aggregate(population, participants, weights, round_index)``.
 - ``after_aggregate(population, round_index)``: a per-client step after syncing (LIPS).
+- ``communication(population, clients, round_index)``: what each participant sent and received.
 - ``round_metrics()`` / ``summary_metrics()``: extra fields for ``metrics.jsonl`` / the summary.
 
+Block hooks run inside the engine's training of a chunk of clients, which an out-of-memory
+retry may redo: they must only change the tensors they are given (the block's parameters,
+optimizer state and ``Block.state``), which the engine commits when the chunk succeeds.
+
 ``final_accuracy`` names which of the two per-round accuracies is the method's result
-(REFERENCE.md decision 2). Hyperparameters are a pydantic model, ``Params``, owned by the method.
+(REFERENCE.md decision 2); ``has_global_model`` whether ``global_model`` (the model the server
+holds, evaluated on the union of the test splits with ``eval.global``) means anything.
+Hyperparameters are a pydantic model, ``Params``, owned by the method.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
-from torch import Tensor
+from torch import Tensor, nn
 
 from fedlab_cli.engine.population import Population, weighted_mean
 from fedlab_cli.models import TensorRole
 
+if TYPE_CHECKING:
+    from fedlab_cli.engine.calibration import Calibration
 
-class Forward(Protocol):
-    """The run's architecture on given tensors; ``train`` picks the mode (default: current)."""
+FLOAT_BITS = 32
+
+
+class BlockForward(Protocol):
+    """k models on their own inputs: ``[k, ...]`` tensors in, ``[k, b, classes]`` logits out;
+    ``train`` picks the mode for this call (default: the current one)."""
 
     def __call__(
         self,
@@ -65,6 +86,7 @@ class RunContext:
     image_shape: tuple[int, int, int]
     seed: int
     device: torch.device
+    architecture: nn.Module | None = None  # the built model (after transform_model)
 
     @property
     def protocol_dataset(self) -> str:
@@ -85,18 +107,44 @@ def train_all(name: str, role: TensorRole) -> bool:
 
 
 @dataclass
+class Block:
+    """k participants training together (one, in the sequential strategy).
+
+    ``state[name]`` is the block's ``[k, ...]`` slice of each tensor declared with
+    ``Population.add_state``; hooks may change it in place (committed with the parameters).
+    ``forward`` runs k models (e.g. teachers) on ``[k, b, ...]`` inputs.
+    """
+
+    clients: list[int]
+    index: Tensor
+    round: int
+    state: dict[str, Tensor]
+    forward: BlockForward
+
+
+@dataclass
 class LocalTrace:
     """What local training saw, stacked over the round's participants (in ``clients`` order).
 
     ``last_grad_norms[name]`` is ``[k]``: each client's gradient norm of that parameter on its
     last mini-batch (0 where the parameter was frozen). ``last_grads[name]`` is ``[k, *shape]``,
-    filled only when the method sets ``wants_last_gradients``.
+    filled only when the method sets ``wants_last_gradients``. ``steps[i]`` is how many local
+    steps client ``clients[i]`` took.
     """
 
     clients: list[int]
     losses: Tensor
     last_grad_norms: dict[str, Tensor]
     last_grads: dict[str, Tensor] | None
+    steps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Traffic:
+    """Bits the round's participants sent (uplink) and received (downlink), summed over them."""
+
+    uplink_bits: float
+    downlink_bits: float
 
 
 class Method:
@@ -106,14 +154,27 @@ class Method:
     description: ClassVar[str] = "FedAvg: average every parameter and BN statistic"
     final_accuracy: ClassVar[Literal["acc_agg", "acc_local"]] = "acc_agg"
     aggregates: ClassVar[bool] = True
+    has_global_model: ClassVar[bool] = True
     wants_last_gradients: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams) -> None:
         self.params = params
 
+    # -- building ----------------------------------------------------------------------------
+
+    @classmethod
+    def transform_model(cls, model: nn.Module, params: MethodParams) -> nn.Module:
+        """The architecture this method trains, made from the spec's model; FedAvg's is it."""
+        return model
+
     def setup(self, population: Population, context: RunContext) -> None:
         """Once, on the initial population, before any round."""
         self.context = context
+
+    def calibrate(self, population: Population, calibration: Calibration) -> None:
+        """A one-time client round trip before round 0; FedAvg has none."""
+
+    # -- local training ----------------------------------------------------------------------
 
     def before_local_training(
         self, population: Population, clients: list[int], round_index: int
@@ -125,25 +186,30 @@ class Method:
         return [Phase(local_epochs, train_all)]
 
     def extra_loss(
-        self, client: int, inputs: Tensor, logits: Tensor, forward: Forward
+        self, block: Block, params: dict[str, Tensor], inputs: Tensor, logits: Tensor
     ) -> Tensor | None:
-        """A term added to the cross-entropy of each local step; FedAvg has none."""
+        """``[k]`` terms added to the block's cross-entropies; FedAvg has none."""
         return None
 
-    def after_local_step(
-        self, client: int, params: dict[str, Tensor], momentum: dict[str, Tensor]
+    def transform_gradients(
+        self, block: Block, params: dict[str, Tensor], grads: dict[str, Tensor]
     ) -> None:
-        """Called after every local SGD step (under no_grad), e.g. to re-apply masks."""
+        """Change the block's gradients in place before clipping and the step; FedAvg: no."""
 
-    @property
-    def hooks_local_steps(self) -> bool:
-        """Whether ``after_local_step`` does anything; strategies skip calling it otherwise."""
-        return type(self).after_local_step is not Method.after_local_step
+    def after_step(
+        self,
+        block: Block,
+        params: dict[str, Tensor],
+        optimizer_state: dict[str, dict[str, Tensor]],
+    ) -> None:
+        """Adjust parameters (and optimizer state) after each step, in place; FedAvg: no."""
 
     def after_local_training(
         self, population: Population, clients: list[int], round_index: int, trace: LocalTrace
     ) -> None:
         """Right after the participants trained, before the local evaluation."""
+
+    # -- server ------------------------------------------------------------------------------
 
     def shares(self, name: str, role: TensorRole) -> bool:
         """Whether the server averages this tensor (else it stays on the client)."""
@@ -168,6 +234,29 @@ class Method:
     def after_aggregate(self, population: Population, round_index: int) -> None:
         """A per-client step right after aggregation; FedAvg has none."""
 
+    def global_model(self, population: Population) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The server's model after aggregation: every client holds it (FedAvg sends it to all)."""
+        return population.client(0)
+
+    # -- communication -----------------------------------------------------------------------
+
+    def communication(
+        self, population: Population, clients: list[int], round_index: int
+    ) -> Traffic:
+        """Each participant uploads and downloads every shared tensor as 32-bit floats."""
+        if not self.aggregates:
+            return Traffic(0.0, 0.0)
+        tensors = population.tensors()
+        per_client = FLOAT_BITS * sum(tensors[n][0].numel() for n in self.shared_names(population))
+        total = float(per_client * len(clients))
+        return Traffic(total, total)
+
+    def one_time_bits(self) -> float:
+        """Bits sent once outside the rounds (calibration, a mask broadcast); FedAvg: none."""
+        return 0.0
+
+    # -- records -----------------------------------------------------------------------------
+
     def round_metrics(self) -> dict[str, Any]:
         """Extra fields for this round's line of ``metrics.jsonl``. Values may be tensors (or
         dicts and lists of them): they are read back to the host only when the round is
@@ -179,11 +268,16 @@ class Method:
         return {}
 
     def state_dict(self) -> dict:
-        """Method state that a checkpoint must carry (e.g. teachers, masks); none for FedAvg."""
+        """Method state beyond the declared per-client state that a checkpoint must carry."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned."""
+
+
+def overrides(method: Method, hook: str) -> bool:
+    """Whether ``method`` overrides a hook of ``Method`` (the engine skips no-op hooks)."""
+    return getattr(type(method), hook) is not getattr(Method, hook)
 
 
 def host_values(value: Any) -> Any:

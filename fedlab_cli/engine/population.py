@@ -1,12 +1,16 @@
-"""Every client's model state at once, as tensors with a leading client dimension.
+"""Every client's state at once, as tensors with a leading client dimension.
 
-``params[name]`` and ``buffers[name]`` are ``[C, *shape]``. Cross-client math (averaging,
-masks, overlaps) is tensor math over dim 0, never a Python loop over clients.
+``params[name]`` and ``buffers[name]`` are ``[C, *shape]``, and so is every piece of
+per-client state the engine keeps for a method (``state``: declared by the method) or for the
+optimizer (``optimizer``: with ``training.optimizer_state: keep``). Cross-client math
+(averaging, masks, overlaps) is tensor math over dim 0, never a Python loop over clients. The
+optimizer's per-client step counts are host integers: they follow from the local-step
+schedule, so keeping them on the host costs no device sync.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +23,9 @@ class Population:
     params: dict[str, Tensor]
     buffers: dict[str, Tensor]
     roles: dict[str, TensorRole]
+    state: dict[str, Tensor] = field(default_factory=dict)
+    optimizer: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    optimizer_steps: list[int] = field(default_factory=list)
 
     @classmethod
     def replicate(cls, model: nn.Module, num_clients: int, device: torch.device) -> Population:
@@ -31,6 +38,7 @@ class Population:
             params={n: stack(p) for n, p in model.named_parameters()},
             buffers={n: stack(b) for n, b in model.named_buffers()},
             roles=dict(model.roles),
+            optimizer_steps=[0] * num_clients,
         )
 
     @property
@@ -58,13 +66,40 @@ class Population:
         """Views of client ``c``'s parameters and buffers (writes go to the population)."""
         return {n: t[c] for n, t in self.params.items()}, {n: t[c] for n, t in self.buffers.items()}
 
-    def state_dict(self) -> dict[str, dict[str, Tensor]]:
-        return {"params": self.params, "buffers": self.buffers}
+    def add_state(self, name: str, tensor: Tensor) -> Tensor:
+        """Declare per-client state ``[C, ...]`` that the engine keeps with the clients: sliced
+        for each training block, committed with it, and carried in checkpoints."""
+        if name in self.state:
+            raise ValueError(f"client state {name!r} is declared twice")
+        if tensor.shape[:1] != (self.num_clients,):
+            raise ValueError(f"client state {name!r} must be [clients, ...], got {tensor.shape}")
+        self.state[name] = tensor
+        return tensor
 
-    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
-        for group, target in (("params", self.params), ("buffers", self.buffers)):
-            for name, tensor in state[group].items():
+    def state_dict(self) -> dict:
+        return {
+            "params": self.params,
+            "buffers": self.buffers,
+            "state": self.state,
+            "optimizer": self.optimizer,
+            "optimizer_steps": torch.tensor(self.optimizer_steps, dtype=torch.long),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for group, target in (
+            ("params", self.params),
+            ("buffers", self.buffers),
+            ("state", self.state),
+        ):
+            for name, tensor in state.get(group, {}).items():
                 target[name].copy_(tensor)
+        self.optimizer = {
+            name: {slot: t.to(self.device) for slot, t in slots.items()}
+            for name, slots in state.get("optimizer", {}).items()
+        }
+        steps = state.get("optimizer_steps")
+        if steps is not None:
+            self.optimizer_steps = [int(s) for s in steps.tolist()]
 
 
 def weighted_mean(stacked: Tensor, clients: Tensor, weights: Tensor) -> Tensor:

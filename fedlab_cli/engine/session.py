@@ -13,16 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedlab_cli.data.base import ImageDataset
-from fedlab_cli.data.partition import ClientSplits, split_clients
-from fedlab_cli.data.registry import load_dataset
-from fedlab_cli.engine.device import resolve_device
+from fedlab_cli.data.partition import ClientSplits
+from fedlab_cli.engine.build import build_federation
 from fedlab_cli.engine.federation import Federation, RoundRecord
 from fedlab_cli.engine.inertia import InertiaRecorder, attach_inertia
 from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import ResolvedSpec, load_spec
-from fedlab_cli.spec.model import RunSpec
 
 Progress = Callable[[str, int, int], None]
 
@@ -49,10 +46,10 @@ class RunSession:
                 f"output.dir: {str(path)!r} already exists; choose another or resume it "
                 f"with `fedlab run --resume {path}`"
             )
-        federation, splits, notice = _build(resolved, None, progress)
+        federation = build_federation(resolved, progress=progress)
         inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
-        run_dir.create(resolved.to_yaml(), splits.to_json())
-        return cls(resolved, run_dir, federation, [], notice, inertia)
+        run_dir.create(resolved.to_yaml(), federation.splits.to_json())
+        return cls(resolved, run_dir, federation, [], federation.notice, inertia)
 
     @classmethod
     def resume(cls, path: Path, progress: Progress | None = None) -> RunSession:
@@ -62,8 +59,11 @@ class RunSession:
             raise FedlabError(f"--resume: {str(path)!r} is not a run directory (no {SPEC})")
         resolved = load_spec(path / SPEC)
         splits = ClientSplits.from_json(json.loads((path / PARTITION).read_text()))
-        federation, _, notice = _build(resolved, splits, progress)
         state = run_dir.latest_checkpoint()
+        federation = build_federation(
+            resolved, splits=splits, progress=progress, calibrate=state is None
+        )
+        notice = federation.notice
         inertia = None
         if state is None or state["observers"]:  # runs from before inertia resume without it
             inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
@@ -76,7 +76,7 @@ class RunSession:
 
     def on_round(self, record: RoundRecord) -> None:
         """Log the round; checkpoint every ``output.checkpoint_every`` rounds and at the end."""
-        line = record.to_json()
+        line = record.to_json(with_global=self.resolved.spec.eval.global_model)
         self.run_dir.append_metrics(line)
         self.records.append(line)
         if self.inertia is not None:
@@ -93,34 +93,10 @@ class RunSession:
         summary = summarize(
             self.resolved, self.records, str(fed.device), fed.method.summary_metrics()
         )
+        summary.update(traffic_summary(self.records, fed.parameter_count, fed.method))
         summary["engine"] = fed.engine_description()
         self.run_dir.write_summary(summary)
         return summary
-
-
-def _build(
-    resolved: ResolvedSpec, splits: ClientSplits | None, progress: Progress | None
-) -> tuple[Federation, ClientSplits, str | None]:
-    spec = resolved.spec
-    device, notice = resolve_device(spec.engine.device)
-    dataset = load_dataset(spec.data.dataset, spec.data.root, spec.data.download, progress)
-    if splits is None:
-        splits = partition(spec, dataset)
-    return Federation(resolved, dataset, splits, device), splits, notice
-
-
-def partition(spec: RunSpec, dataset: ImageDataset) -> ClientSplits:
-    """The spec's Dirichlet split of both pools (same seed for train and test)."""
-    data = spec.data
-    return split_clients(
-        dataset.train_labels.numpy(),
-        dataset.test_labels.numpy(),
-        data.num_clients,
-        data.alpha,
-        data.train_per_client,
-        data.test_per_client,
-        spec.seed,
-    )
 
 
 def summarize(
@@ -150,4 +126,19 @@ def summarize(
         "wall_seconds": round(sum(r["seconds"] for r in records), 3),
         "device": device,
         **method_summary,
+    }
+
+
+def traffic_summary(records: list[dict], parameters: int, method) -> dict:
+    """Total bits over the run, and uplink bits per model parameter per participant-round."""
+    uplink = sum(r.get("uplink_bits", 0.0) for r in records)
+    downlink = sum(r.get("downlink_bits", 0.0) for r in records)
+    participant_rounds = sum(r["participants"] for r in records)
+    bpp = uplink / (parameters * participant_rounds) if participant_rounds else None
+    return {
+        "uplink_bits": uplink,
+        "downlink_bits": downlink,
+        "uplink_bpp": bpp,
+        "one_time_bits": float(method.one_time_bits()),
+        "parameters": parameters,
     }

@@ -1,65 +1,100 @@
-"""Choosing a local-training strategy: the same state and numbers, different execution.
+"""Local-training strategies: the one training core (``trainer.py``), a forward, a block size.
 
-``auto`` picks per device, from measurements:
+- ``sequential``: blocks of one client, the plain model forward. On a CPU this is the default
+  for all but tiny models: batched clients run as grouped convolutions, which oneDNN computes
+  slowly and only in NCHW (on the 2-core development CPU a bench round of 4 clients took 1.7 s
+  sequentially vs 3.1 s vectorized for ResNet8 on CIFAR-100, 29 MFLOP a sample, and 7.6 s vs
+  15.7 s for VGG6 on CIFAR-10).
+- ``vectorized``: memory-sized blocks of many clients, ``vmap`` over the model. Tiny models are
+  bound by per-client overhead, so batching wins on a CPU too (the digits quickstart's small
+  CNN, 1.2 MFLOP a sample: 0.33 s vs 0.23 s a round); ``CPU_BATCHING_MAX_FLOPS`` sits between.
+  On CUDA it is always the default: there the sequential strategy is bound by launching
+  hundreds of tiny kernels per client and step (REFERENCE.md §8.3).
 
-- CPU: ``sequential`` with channels-last batches, except for tiny models. Batched clients run as
-  grouped convolutions, which oneDNN computes slowly and only in NCHW: on the 2-core development
-  CPU a bench round of 4 clients took 1.7 s sequentially vs 3.1 s vectorized for ResNet8 on
-  CIFAR-100 (29 MFLOP a sample) and 7.6 s vs 15.7 s for VGG6 on CIFAR-10. Tiny models are bound
-  by per-client overhead instead, so batching wins: the digits quickstart's small CNN (1.2 MFLOP
-  a sample) ran 0.33 s vs 0.23 s a round. ``CPU_BATCHING_MAX_FLOPS`` sits between the two.
-- CUDA: ``vectorized``. There the sequential strategy is bound by launching hundreds of tiny
-  kernels per client and step (REFERENCE.md §8.3); batching clients is the point of the strategy.
-  GPU measurements are pending (benchmarks/bench.py prints them on a GPU machine).
+``auto`` never picks a strategy that cannot run the model: a model whose layers ``vmap``
+cannot batch (a probe step at build time says) trains sequentially, and asking for
+``vectorized`` then is a one-line error naming the reason.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from fedlab_cli.engine.client_data import ClientData
-from fedlab_cli.engine.method import LocalTrace, Method
-from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.forward import BatchedForward, PlainForward
+from fedlab_cli.engine.memory import MEMORY_SHARE, client_bytes, free_memory_bytes
 from fedlab_cli.engine.precision import Precision
-from fedlab_cli.engine.sequential import SequentialStrategy
-from fedlab_cli.engine.vectorized import VectorizedStrategy
-from fedlab_cli.models.flops import forward_flops
+from fedlab_cli.engine.trainer import Chunks, LocalTrainer
 from fedlab_cli.spec.model import EngineSpec, TrainingSpec
 
 CPU_BATCHING_MAX_FLOPS = 5_000_000
 """Forward FLOPs per sample up to which ``auto`` batches clients on a CPU (see above)."""
 
+Strategy = LocalTrainer
 
-class Strategy(Protocol):
-    """Local training and evaluation over the stacked population."""
 
-    name: str
-    model: nn.Module
-    precision: Precision
+class SequentialStrategy(LocalTrainer):
+    """Clients one after another, each a block of one with the plain model forward."""
 
-    def forward(
+    name = "sequential"
+
+    def __init__(
         self,
-        params: dict[str, Tensor],
-        buffers: dict[str, Tensor],
-        x: Tensor,
-        *,
-        train: bool | None = None,
-    ) -> Tensor: ...
+        model: nn.Module,
+        training: TrainingSpec,
+        precision: Precision | None = None,
+        device: torch.device | str = "cpu",
+        **options,
+    ) -> None:
+        precision = precision or Precision(model)
+        super().__init__(
+            PlainForward(precision),
+            training,
+            Chunks(lambda count: 1, torch.device(device)),
+            **options,
+        )
 
-    def train(
+
+class VectorizedStrategy(LocalTrainer):
+    """Chunks of clients trained as one batched computation, sized from free memory."""
+
+    name = "vectorized"
+
+    def __init__(
         self,
-        population: Population,
-        clients: list[int],
-        data: ClientData,
-        generator: torch.Generator,
-        method: Method,
-        round_index: int,
-    ) -> LocalTrace: ...
+        model: nn.Module,
+        training: TrainingSpec,
+        device: torch.device | str,
+        chunk_size: int | None = None,
+        precision: Precision | None = None,
+        free_memory: Callable[[], int] | None = None,
+        image_shape: tuple[int, ...] | None = None,
+        **options,
+    ) -> None:
+        self.device = torch.device(device)
+        self.chunk_size = chunk_size
+        self.image_shape = image_shape
+        self.free_memory = free_memory or (lambda: free_memory_bytes(self.device))
+        self.auto_chunk: int | None = None  # sized once, on first use
+        precision = precision or Precision(model)
+        super().__init__(
+            BatchedForward(precision), training, Chunks(self._size, self.device), **options
+        )
 
-    def evaluate(self, population: Population, data: ClientData) -> Tensor: ...
+    def _size(self, count: int) -> int:
+        """Clients per chunk: ``chunk_size``, else what the free memory holds (sized once)."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        if self.auto_chunk is None:
+            need = client_bytes(self.model, self.image_shape, self.training.batch_size)
+            self.auto_chunk = max(1, int(self.free_memory() * MEMORY_SHARE) // need)
+        return self.auto_chunk
+
+    def chunk_for(self, count: int) -> int:
+        """Clients one chunk of ``count`` holds now (after any out-of-memory halving)."""
+        return self.chunks.limit(count)
 
 
 def resolve_strategy(name: str, device: torch.device, flops_per_sample: int | None = None) -> str:
@@ -102,17 +137,18 @@ def make_strategy(
     model: nn.Module,
     training: TrainingSpec,
     device: torch.device,
-    image_shape: tuple[int, ...] | None = None,
-) -> Strategy:
+    image_shape: tuple[int, ...],
+    flops_per_sample: int | None = None,
+    **options,
+) -> LocalTrainer:
     """The strategy the engine spec asks for (a bare name means default engine settings);
-    ``image_shape`` lets ``auto`` weigh the model's cost per sample."""
+    ``options`` go to the trainer (seed, stochastic, eval_batch)."""
     spec = engine if isinstance(engine, EngineSpec) else EngineSpec(strategy=engine)
-    flops = forward_flops(model, image_shape) if image_shape is not None else None
-    name = resolve_strategy(spec.strategy, device, flops)
+    name = resolve_strategy(spec.strategy, device, flops_per_sample)
     configure_tf32(spec.tf32, device)
     precision = Precision(model, spec.autocast, resolve_layout(spec.layout, device))
     if name == "sequential":
-        return SequentialStrategy(model, training, precision)
+        return SequentialStrategy(model, training, precision, device, **options)
     return VectorizedStrategy(
-        model, training, device, chunk_size=spec.chunk_size, precision=precision
+        model, training, device, spec.chunk_size, precision, image_shape=image_shape, **options
     )

@@ -1,47 +1,71 @@
-"""Model architectures by name, each with the parameter roles methods select tensors by."""
+"""Model architectures by name, each with the parameter roles methods select tensors by.
+
+Models come from the ``fedlab.models`` entry-point group, built-in ones included (registered in
+fedlab's own pyproject.toml), so a third-party package adds an architecture without touching
+fedlab. An entry point names a factory ``factory(num_classes, in_channels) -> nn.Module``; its
+docstring's first line is the description ``fedlab list models`` shows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from importlib import metadata
 
 from torch import nn
 
 from fedlab_cli.errors import FedlabError
-from fedlab_cli.models.resnet import ResNet
 from fedlab_cli.models.roles import Kind, Position, TensorRole, assign_roles
-from fedlab_cli.models.small_cnn import SmallCNN
-from fedlab_cli.models.vgg import VGG6
 
-__all__ = ["MODELS", "Kind", "ModelInfo", "Position", "TensorRole", "assign_roles", "build"]
+__all__ = [
+    "GROUP",
+    "Kind",
+    "Position",
+    "TensorRole",
+    "assign_roles",
+    "available_models",
+    "build",
+    "describe",
+    "model_factory",
+]
+
+GROUP = "fedlab.models"
+
+ModelFactory = Callable[..., nn.Module]
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    factory: Callable[..., nn.Module]
-    description: str
+def available_models() -> dict[str, metadata.EntryPoint]:
+    """Entry points of every installed model, by name."""
+    return {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
 
 
-MODELS: dict[str, ModelInfo] = {
-    info.name: info
-    for info in (
-        ModelInfo("vgg6", VGG6, "VGG6 (reference vgg11_bn 'A'), 32x32 input; CIFAR-10"),
-        ModelInfo("resnet6", partial(ResNet, 2), "ResNet6: 7x7 stem + 2 BasicBlock stages"),
-        ModelInfo("resnet8", partial(ResNet, 3), "ResNet8: 7x7 stem + 3 stages; CIFAR-100"),
-        ModelInfo("resnet10", partial(ResNet, 4), "ResNet10: 7x7 stem + 4 stages; Tiny-ImageNet"),
-        ModelInfo("small_cnn", SmallCNN, "3-conv BN CNN for the digits quickstart"),
-    )
-}
+def known_models() -> str:
+    return ", ".join(sorted(available_models())) or "none installed — run `pip install -e .`"
+
+
+def model_factory(name: str) -> ModelFactory:
+    """The factory registered under ``name``, or a one-line error naming the known ones."""
+    entry_points = available_models()
+    if name not in entry_points:
+        raise FedlabError(f"model.name: unknown model {name!r} (known: {known_models()})")
+    try:
+        factory = entry_points[name].load()
+    except Exception as err:  # a broken plugin is the plugin's fault, said in one line
+        raise FedlabError(f"model.name: entry point {name!r} cannot be loaded: {err}") from None
+    if not callable(factory):
+        raise FedlabError(f"model.name: entry point {name!r} is not a model factory")
+    return factory
+
+
+def describe(name: str) -> str:
+    """The first line of the factory's docstring."""
+    doc = (model_factory(name).__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 def build(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """A freshly initialised model; its roles are attached as ``model.roles`` (state_dict order)."""
-    if name not in MODELS:
-        raise FedlabError(
-            f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))})"
-        )
-    model = MODELS[name].factory(num_classes=num_classes, in_channels=in_channels)
+    model = model_factory(name)(num_classes=num_classes, in_channels=in_channels)
+    if not isinstance(model, nn.Module):
+        raise FedlabError(f"model.name: factory {name!r} did not return a torch.nn.Module")
     model.roles = assign_roles(model)
     return model

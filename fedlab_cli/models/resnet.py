@@ -57,3 +57,18 @@ class ResNet(nn.Module):
         out = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         out = F.adaptive_avg_pool2d(self.layers(out), 1).flatten(1)
         return self.classifier(out)
+
+
+def resnet6(num_classes: int, in_channels: int = 3) -> ResNet:
+    """ResNet6: 7x7 stem + 2 BasicBlock stages (the reference's ResNet6)"""
+    return ResNet(2, num_classes, in_channels)
+
+
+def resnet8(num_classes: int, in_channels: int = 3) -> ResNet:
+    """ResNet8: 7x7 stem + 3 BasicBlock stages; CIFAR-100 in the LIPS paper"""
+    return ResNet(3, num_classes, in_channels)
+
+
+def resnet10(num_classes: int, in_channels: int = 3) -> ResNet:
+    """ResNet10: 7x7 stem + 4 BasicBlock stages; Tiny-ImageNet in the LIPS paper"""
+    return ResNet(4, num_classes, in_channels)

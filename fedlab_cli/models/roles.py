@@ -1,10 +1,17 @@
 """Parameter roles: methods pick tensors by what they are, never by name patterns.
 
 Every parameter and buffer of a model gets a role: where its layer sits (first, middle, last) and
-what kind of tensor it is (weight, bias, batch-norm affine, batch-norm statistic). The "layers"
-are the convolutions and linear maps in registration order; the first of them is the stem, the
-last linear map is the head, every other one (1x1 shortcuts included) is a middle layer, as
-REFERENCE.md §3 defines them. A BatchNorm belongs to the layer it normalises (the one before it).
+what kind of tensor it is. The "layers" are the convolutions and linear maps (and modules that
+declare themselves layers) in registration order; the first of them is the stem, the last is the
+head, every other one (1x1 shortcuts included) is a middle layer, as REFERENCE.md §3 defines
+them. A normalisation layer belongs to the layer it normalises (the one before it).
+
+Kinds are inferred only where the meaning is certain: a conv/linear layer's ``weight`` and
+``bias``, BatchNorm's affine parameters and statistics, GroupNorm's and LayerNorm's affine
+parameters. A module can declare the kinds of its own tensors with a ``fedlab_roles()`` method
+returning ``{local name: Kind}`` (and ``fedlab_layer = True`` to count as a layer). Anything
+else is an error naming the tensor: a parameter the rules do not understand never gets a
+default role silently.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from enum import Enum
 
 from torch import nn
 
+from fedlab_cli.errors import FedlabError
+
 
 class Position(str, Enum):
     FIRST = "first"
@@ -22,10 +31,13 @@ class Position(str, Enum):
 
 
 class Kind(str, Enum):
-    WEIGHT = "weight"
+    WEIGHT = "weight"  # a conv/linear weight
     BIAS = "bias"
-    BN = "bn"
-    BN_STAT = "bn_stat"
+    BN = "bn"  # BatchNorm affine parameters
+    BN_STAT = "bn_stat"  # BatchNorm running statistics and batch counter
+    NORM = "norm"  # GroupNorm / LayerNorm affine parameters (no statistics)
+    SCORE = "score"  # trainable per-weight scores of a masked layer (FedPM)
+    FROZEN = "frozen"  # fixed weights never trained nor communicated (FedPM's random network)
 
 
 @dataclass(frozen=True)
@@ -38,19 +50,24 @@ class TensorRole:
 
     @property
     def is_head(self) -> bool:
-        """The classifier's weight and bias (FedRep's head)."""
-        return self.position is Position.LAST and self.kind in (Kind.WEIGHT, Kind.BIAS)
+        """The classifier's tensors (FedRep's head): the last layer's weight, bias or scores."""
+        return self.position is Position.LAST and self.kind in (Kind.WEIGHT, Kind.BIAS, Kind.SCORE)
 
 
 _LAYER_TYPES = (nn.Conv2d, nn.Linear)
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_AFFINE_NORMS = (nn.GroupNorm, nn.LayerNorm)
+
+
+def is_layer(module: nn.Module) -> bool:
+    return isinstance(module, _LAYER_TYPES) or bool(getattr(module, "fedlab_layer", False))
 
 
 def assign_roles(model: nn.Module) -> dict[str, TensorRole]:
     """Role of every named parameter and buffer of ``model``, in ``state_dict`` order."""
-    layers = [name for name, m in model.named_modules() if isinstance(m, _LAYER_TYPES)]
-    if not layers or not isinstance(model.get_submodule(layers[-1]), nn.Linear):
-        raise ValueError("a model needs at least one layer and must end with a linear head")
+    layers = [name for name, m in model.named_modules() if is_layer(m)]
+    if not layers:
+        raise FedlabError(f"model: {type(model).__name__} has no conv or linear layer")
     position = {name: Position.MIDDLE for name in layers}
     position[layers[0]] = Position.FIRST
     position[layers[-1]] = Position.LAST
@@ -58,24 +75,42 @@ def assign_roles(model: nn.Module) -> dict[str, TensorRole]:
     roles: dict[str, TensorRole] = {}
     owner = layers[0]
     for module_name, module in model.named_modules():
-        if isinstance(module, _LAYER_TYPES):
+        if is_layer(module):
             owner = module_name
-            for pname, _ in module.named_parameters(recurse=False):
-                kind = Kind.WEIGHT if pname == "weight" else Kind.BIAS
-                roles[_join(module_name, pname)] = TensorRole(position[owner], kind, owner)
-        elif isinstance(module, _NORM_TYPES):
-            for pname, _ in module.named_parameters(recurse=False):
-                roles[_join(module_name, pname)] = TensorRole(position[owner], Kind.BN, owner)
-            for bname, _ in module.named_buffers(recurse=False):
-                roles[_join(module_name, bname)] = TensorRole(position[owner], Kind.BN_STAT, owner)
-        else:
-            stray = list(module.named_parameters(recurse=False))
-            if stray:
-                raise ValueError(f"module {module_name!r} has parameters of no known role")
-    missing = set(model.state_dict()) - set(roles)
+        local = [n for n, _ in module.named_parameters(recurse=False)]
+        local += [n for n, _ in module.named_buffers(recurse=False)]
+        if not local:
+            continue
+        declared = module.fedlab_roles() if hasattr(module, "fedlab_roles") else {}
+        for name in local:
+            kind = declared.get(name) or _inferred_kind(module, name)
+            full = _join(module_name, name)
+            if kind is None:
+                raise FedlabError(
+                    f"model: tensor {full!r} ({type(module).__name__}.{name}) has no known role; "
+                    "declare it with a fedlab_roles() method on its module"
+                )
+            roles[full] = TensorRole(position[owner], Kind(kind), owner)
+    state = model.state_dict()
+    missing = [n for n in state if n not in roles]
     if missing:
-        raise ValueError(f"tensors without a role: {sorted(missing)}")
-    return {name: roles[name] for name in model.state_dict()}
+        raise FedlabError(f"model: tensor {missing[0]!r} has no role")
+    return {name: roles[name] for name in state}
+
+
+def _inferred_kind(module: nn.Module, name: str) -> Kind | None:
+    """The kind the rules know for certain, else None."""
+    is_param = name in dict(module.named_parameters(recurse=False))
+    if isinstance(module, _LAYER_TYPES) and is_param:
+        return {"weight": Kind.WEIGHT, "bias": Kind.BIAS}.get(name)
+    if isinstance(module, _BATCH_NORMS):
+        if is_param:
+            return Kind.BN if name in ("weight", "bias") else None
+        known = ("running_mean", "running_var", "num_batches_tracked")
+        return Kind.BN_STAT if name in known else None
+    if isinstance(module, _AFFINE_NORMS) and is_param:
+        return Kind.NORM if name in ("weight", "bias") else None
+    return None
 
 
 def _join(prefix: str, name: str) -> str:

@@ -34,3 +34,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+def small_cnn(num_classes: int, in_channels: int = 1) -> SmallCNN:
+    """3-conv BN CNN for the digits quickstart"""
+    return SmallCNN(num_classes, in_channels)

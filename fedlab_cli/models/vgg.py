@@ -41,3 +41,8 @@ class VGG6(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x).flatten(1))
+
+
+def vgg6(num_classes: int, in_channels: int = 3) -> VGG6:
+    """VGG6 (reference vgg11_bn 'A'), 32x32 input; CIFAR-10 in the LIPS paper"""
+    return VGG6(num_classes, in_channels)

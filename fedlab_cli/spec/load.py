@@ -30,7 +30,7 @@ class ResolvedSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved spec, defaults included: what ``spec.yaml`` records."""
-        data = self.spec.model_dump(mode="json")
+        data = self.spec.model_dump(mode="json", by_alias=True)
         data["method"] = {
             "name": self.spec.method.name,
             **self.method_params.model_dump(mode="json"),
@@ -87,12 +87,30 @@ def resolve(raw: dict[str, Any]) -> ResolvedSpec:
         spec = RunSpec.model_validate(raw)
     except ValidationError as err:
         raise FedlabError(describe_validation_error(err)) from None
+    check_consistency(spec)
     method_cls = load_method(spec.method.name)
     try:
         params = method_cls.Params.model_validate(spec.method.model_extra or {})
     except ValidationError as err:
         raise FedlabError(describe_validation_error(err, prefix="method")) from None
+    if spec.eval.global_model and not method_cls.has_global_model:
+        raise FedlabError(
+            f"eval.global: method {spec.method.name!r} keeps no global model (its clients' "
+            "models are personal), so there is no global accuracy to record (got true)"
+        )
     return ResolvedSpec(spec=spec, method_cls=method_cls, method_params=params)
+
+
+def check_consistency(spec: RunSpec) -> None:
+    """Combinations of keys that are each valid alone but not together."""
+    training = spec.training
+    for key in training.unused_keys():
+        raise FedlabError(
+            f"training.{key}: not used by optimizer {training.optimizer!r} "
+            f"(got {getattr(training, key)!r})"
+        )
+    if training.nesterov and training.momentum == 0:
+        raise FedlabError("training.nesterov: needs training.momentum > 0 (got momentum 0)")
 
 
 def load_spec(path: Path | None, overrides: list[str] | None = None) -> ResolvedSpec:

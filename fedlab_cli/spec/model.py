@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedlab_cli.data.registry import DATASETS
-from fedlab_cli.models import MODELS
+from fedlab_cli.models import available_models, known_models
 
 
 class _Section(BaseModel):
@@ -40,12 +40,15 @@ class DataSpec(_Section):
 
 class ModelSpec(_Section):
     name: str
+    init: Path | None = Field(
+        None, description="state_dict file every client starts from (warm start); none = seeded"
+    )
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(f"unknown model (known: {', '.join(sorted(MODELS))})")
+        if name not in available_models():
+            raise ValueError(f"unknown model (known: {known_models()})")
         return name
 
 
@@ -54,12 +57,52 @@ class FederationSpec(_Section):
     participation: float = Field(1.0, gt=0, le=1)
 
 
+class LRScheduleSpec(_Section):
+    """The learning rate per round (fedlab_cli/engine/schedule.py)."""
+
+    name: Literal["constant", "exponential", "cosine_restarts"] = "constant"
+    gamma: float = Field(1.0, gt=0, le=1, description="exponential: lr * gamma**round")
+    cycle: int = Field(10, ge=1, description="cosine_restarts: rounds per cycle")
+    eta_min: float = Field(0.0, ge=0, description="cosine_restarts: the lowest lr")
+
+
+_SGD_ONLY = {"momentum": 0.9, "nesterov": False}
+_ADAM_ONLY = {"betas": (0.9, 0.999), "eps": 1e-8}
+
+
 class TrainingSpec(_Section):
     local_epochs: int = Field(5, ge=1)
     batch_size: int = Field(100, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd")
+    nesterov: bool = Field(False, description="sgd")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam")
+    eps: float = Field(1e-8, gt=0, description="adam")
+    weight_decay: float = Field(0.0, ge=0, description="L2, added to the gradient")
+    optimizer_state: Literal["reset", "keep"] = Field(
+        "reset", description="reset: fresh every round; keep: each client's carries over"
+    )
+    lr_schedule: LRScheduleSpec = LRScheduleSpec()
+    grad_clip: float | None = Field(
+        None, gt=0, description="each client's gradient clipped to this global 2-norm"
+    )
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError("each beta must be in [0, 1)")
+        return betas
+
+    def unused_keys(self) -> list[str]:
+        """Keys of the other optimizer given a non-default value: they would be silently unused."""
+        foreign = _ADAM_ONLY if self.optimizer == "sgd" else _SGD_ONLY
+        return [
+            key
+            for key, default in foreign.items()
+            if key in self.model_fields_set and getattr(self, key) != default
+        ]
 
 
 class MethodSpec(BaseModel):
@@ -70,7 +113,17 @@ class MethodSpec(BaseModel):
 
 
 class EvalSpec(_Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
     every: int = Field(1, ge=1)
+    global_model: bool = Field(
+        False,
+        alias="global",
+        description="also acc_global: the method's global model on the union of test splits",
+    )
+    batch_size: int | None = Field(
+        None, ge=1, description="test samples per forward pass; none = 4 x training.batch_size"
+    )
 
 
 class EngineSpec(_Section):

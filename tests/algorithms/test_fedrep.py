@@ -34,16 +34,18 @@ def test_aggregation_averages_the_body_and_keeps_each_head(make_spec, tmp_path):
 
 
 class StepRecorder(FedRep):
-    """Keeps a copy of the training weights and the momentum names after every local step."""
+    """Keeps a copy of the training weights and momentum buffers after every local step."""
 
     def setup(self, population, context):
         super().setup(population, context)
         self.snapshots = []
-        self.momentum_names = []
+        self.momenta = []
 
-    def after_local_step(self, client, params, momentum):
-        self.snapshots.append({n: p.detach().clone() for n, p in params.items()})
-        self.momentum_names.append(set(momentum))
+    def after_step(self, block, params, optimizer_state):
+        self.snapshots.append({n: p[0].detach().clone() for n, p in params.items()})
+        self.momenta.append(
+            {n: s["momentum_buffer"][0].clone() for n, s in optimizer_state.items()}
+        )
 
 
 def test_head_phase_freezes_the_body_and_body_phase_freezes_the_head(make_spec, tmp_path):
@@ -68,9 +70,14 @@ def test_head_phase_freezes_the_body_and_body_phase_freezes_the_head(make_spec, 
             assert torch.equal(value, start[name]) != (name in head), name
     for name, value in body_phase.items():  # head as the head phase left it; body moved
         assert torch.equal(value, head_phase[-1][name]) == (name in head), name
-    # neither phase carries momentum for the other's tensors
-    assert method.momentum_names[1] == head
-    assert method.momentum_names[2] - head == set(start) - head
+    # neither phase carries momentum for the other's tensors: the body's buffers stay empty
+    # through the head phase, and the body phase leaves the head's where the head phase did
+    for name in set(start) - head:
+        assert not method.momenta[1][name].any(), name
+        assert method.momenta[2][name].any(), name
+    for name in head:
+        assert method.momenta[1][name].any(), name
+        assert torch.equal(method.momenta[2][name], method.momenta[1][name]), name
 
 
 def test_rep_epochs_beyond_local_epochs_is_rejected(make_spec, tmp_path):

@@ -13,12 +13,13 @@ import torch
 import yaml
 from support import Crash, crash_after, digits_context, strip_time
 
-from algorithms.lips import LIPS, Schedule, forward_macs, mean_pairwise_jaccard
+from algorithms.lips import LIPS, Schedule, mean_pairwise_jaccard
 from fedlab_cli.engine.federation import run
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import Kind, Position, build
+from fedlab_cli.models.flops import layer_macs
 from fedlab_cli.spec.load import load_spec
 
 MIDDLE = {"features.3.weight": 4608, "features.7.weight": 18432}
@@ -39,11 +40,12 @@ class Spy(LIPS):
         self.rec[round_index] = {"before": clone(population.params)}
         super().before_local_training(population, clients, round_index)
 
-    def after_local_step(self, client, params, momentum):
-        super().after_local_step(client, params, momentum)
-        mids = {n: params[n].clone() for n in MIDDLE}
-        moms = {n: momentum[n].clone() for n in MIDDLE if n in momentum}
-        self.steps.append((self.round, client, mids, moms))
+    def after_step(self, block, params, optimizer_state):
+        super().after_step(block, params, optimizer_state)
+        for i, client in enumerate(block.clients):
+            mids = {n: params[n][i].clone() for n in MIDDLE}
+            moms = {n: optimizer_state[n]["momentum_buffer"][i].clone() for n in MIDDLE}
+            self.steps.append((self.round, client, mids, moms))
 
     def after_local_training(self, population, clients, round_index, trace):
         rec = self.rec[round_index]
@@ -295,7 +297,7 @@ def test_persistent_masks_weights_and_momentum_until_the_next_round(make_spec, t
 
 def test_forward_macs_of_the_small_cnn(make_spec, tmp_path):
     fed = RunSession.start(lips_spec(make_spec), tmp_path / "r").federation
-    macs = forward_macs(fed.method.context)
+    macs = layer_macs(fed.method.context.architecture, (1, 8, 8))
     # 8x8 input: conv 1->16 at 8x8, conv 16->32 at 8x8, pool, conv 32->64 at 4x4, linear 64->10
     expected = {
         "features.0": 16 * 9 * 64,
@@ -405,11 +407,3 @@ def test_resume_equals_uninterrupted_run(make_spec, tmp_path, method):
     a = full.federation.population.tensors()
     b = resumed.federation.population.tensors()
     assert all(torch.equal(a[n], b[n]) for n in a)
-
-
-def test_only_persistent_lips_hooks_local_steps(make_spec, tmp_path):
-    transient = RunSession.start(lips_spec(make_spec), tmp_path / "t").federation.method
-    persistent = RunSession.start(
-        lips_spec(make_spec, sparsity="persistent"), tmp_path / "p"
-    ).federation.method
-    assert not transient.hooks_local_steps and persistent.hooks_local_steps

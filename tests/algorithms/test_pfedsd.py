@@ -9,6 +9,7 @@ from support import strip_time
 
 from algorithms.pfedsd import PFedSD
 from fedlab_cli.engine.federation import run
+from fedlab_cli.engine.method import Block
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
@@ -42,6 +43,18 @@ def test_lambda_zero_is_fedavg_evaluated_locally_and_lambda_adds_kl(make_spec, t
         assert math.isfinite(record["acc_local"]) and math.isfinite(record["acc_agg"])
 
 
+def teachers(population, group):
+    """The stored teachers' ``params`` or ``buffers``, ``[C, ...]`` (declared client state)."""
+    prefix = f"teacher.{group}."
+    return {n[len(prefix) :]: t for n, t in population.state.items() if n.startswith(prefix)}
+
+
+def block_of(fed, clients):
+    rows = torch.tensor(clients)
+    state = {n: t[rows] for n, t in fed.population.state.items()}
+    return Block(clients, rows, 1, state, fed.strategy.forward)
+
+
 def hand_loss(student, teacher, lam, temperature):
     """λ·τ²·(1/B)·Σ_b Σ_k p_bk·(log p_bk − log q_bk), p = softmax(t/τ), q = softmax(s/τ)."""
     log_p = torch.log_softmax(teacher.double() / temperature, dim=1)
@@ -56,35 +69,42 @@ def test_extra_loss_is_the_hand_computed_distillation_term(make_spec, tmp_path, 
         method={"name": "pfedsd", "lam": 0.7, "temperature": 2.5, "teacher_mode": mode}
     )
     fed = RunSession.start(spec, tmp_path / "run").federation
-    method = fed.method
+    method, pop = fed.method, fed.population
     torch.manual_seed(0)
-    for group in (method.teacher_params, method.teacher_buffers):
-        for t in group.values():
+    for group in ("params", "buffers"):
+        for t in teachers(pop, group).values():
             if t.is_floating_point():
                 t.add_(0.3 * torch.rand_like(t))
     method.has_teacher[2] = True
-    stored = {n: t.clone() for n, t in method.teacher_buffers.items()}
+    pop.state["teacher.ready"][2] = True
+    stored = {n: t.clone() for n, t in teachers(pop, "buffers").items()}
     x = fed.data.dataset.train_images[fed.data.train_idx[2][:16]].float() / 255
     logits = torch.randn(16, 10)
 
     teacher = build("small_cnn", 10, in_channels=1)
     teacher.load_state_dict(
         {
-            **{n: t[2] for n, t in method.teacher_params.items()},
-            **{n: t[2].clone() for n, t in method.teacher_buffers.items()},
+            **{n: t[2] for n, t in teachers(pop, "params").items()},
+            **{n: t[2].clone() for n, t in teachers(pop, "buffers").items()},
         }
     )
     teacher.train(mode == "train")
     with torch.no_grad():
         expected = hand_loss(logits, teacher(x), 0.7, 2.5)
 
-    fed.model.train()  # as during local training
-    value = method.extra_loss(2, x, logits, fed.strategy.forward)
-    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-7)
+    fed.strategy.precision.train(True)  # as during local training
+    params = {n: t[[1, 2]] for n, t in pop.params.items()}
+    inputs, both = torch.stack([x, x]), torch.stack([torch.randn(16, 10), logits])
+    value = method.extra_loss(block_of(fed, [1, 2]), params, inputs, both)
+    assert value[0] == 0  # client 1 has no teacher yet: nothing added
+    torch.testing.assert_close(value[1].double(), expected, rtol=1e-5, atol=1e-7)
     assert fed.model.training  # the eval-mode teacher leaves the student in train mode
-    for name, t in method.teacher_buffers.items():  # the stored teacher is not touched
+    for name, t in teachers(pop, "buffers").items():  # the stored teacher is not touched
         assert torch.equal(t, stored[name]), name
-    assert method.extra_loss(1, x, logits, fed.strategy.forward) is None  # no teacher yet
+    alone = method.extra_loss(
+        block_of(fed, [1]), {n: t[[1]] for n, t in pop.params.items()}, x[None], logits[None]
+    )
+    assert alone is None  # a block without any teacher adds no term
 
 
 def test_train_and_eval_teachers_differ(make_spec, tmp_path):
@@ -94,10 +114,12 @@ def test_train_and_eval_teachers_differ(make_spec, tmp_path):
         fed = RunSession.start(spec, tmp_path / mode).federation
         fed.method.has_teacher[0] = True
         x = fed.data.dataset.train_images[fed.data.train_idx[0]].float() / 255
-        fed.model.train()
-        values[mode] = float(
-            fed.method.extra_loss(0, x, torch.zeros(len(x), 10), fed.strategy.forward)
+        fed.strategy.precision.train(True)
+        params = {n: t[[0]] for n, t in fed.population.params.items()}
+        value = fed.method.extra_loss(
+            block_of(fed, [0]), params, x[None], torch.zeros(1, len(x), 10)
         )
+        values[mode] = float(value[0])
     assert abs(values["train"] - values["eval"]) > 1e-4
 
 
@@ -122,7 +144,10 @@ def test_teacher_is_each_participants_model_after_local_training(make_spec, tmp_
     method = fed.method
     chosen = fed.participants(0)
     assert method.has_teacher == [c in chosen for c in range(4)]
-    for name, t in {**method.teacher_params, **method.teacher_buffers}.items():
+    ready = fed.population.state["teacher.ready"]
+    assert ready.tolist() == [c in chosen for c in range(4)]
+    pop = fed.population
+    for name, t in {**teachers(pop, "params"), **teachers(pop, "buffers")}.items():
         assert torch.equal(t[chosen], method.trained[name][chosen]), name
         if t.is_floating_point():  # the aggregated model is not the teacher
             assert not torch.equal(t[chosen], fed.population.tensors()[name][chosen]), name

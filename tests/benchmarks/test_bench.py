@@ -14,7 +14,8 @@ from support import benchmark_script
 
 from fedlab_cli.data.partition import split_clients
 from fedlab_cli.data.registry import load_dataset
-from fedlab_cli.engine.federation import Federation, run
+from fedlab_cli.engine.build import build_federation
+from fedlab_cli.engine.federation import run
 from fedlab_cli.models import build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def test_reference_loop_computes_what_fedlab_computes(bench, make_spec):
     splits = split_clients(
         ds.train_labels.numpy(), ds.test_labels.numpy(), 3, spec.data.alpha, 30, 20, spec.seed
     )
-    fed = Federation(resolved, ds, splits, torch.device("cpu"))
+    fed = build_federation(resolved, dataset=ds, splits=splits)
     run(fed)
     ref = bench.run_reference(spec, ds, splits, torch.device("cpu"), shares=lambda name: True)
     for c, model in enumerate(ref.models):

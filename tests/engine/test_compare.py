@@ -9,6 +9,7 @@ import yaml
 from fedlab_cli.cli.presets import find_spec
 from fedlab_cli.data.partition import ClientSplits
 from fedlab_cli.data.registry import load_dataset
+from fedlab_cli.engine.build import build_federation
 from fedlab_cli.engine.compare import (
     FINGERPRINTS,
     CompareEvents,
@@ -17,7 +18,7 @@ from fedlab_cli.engine.compare import (
     run_path,
     weights_sha256,
 )
-from fedlab_cli.engine.federation import Federation, run
+from fedlab_cli.engine.federation import run
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import load_spec
@@ -130,7 +131,7 @@ def rebuilt_population(run_dir):
     spec = resolved.spec
     dataset = load_dataset(spec.data.dataset, spec.data.root, spec.data.download)
     splits = ClientSplits.from_json(json.loads((run_dir / "partition.json").read_text()))
-    return Federation(resolved, dataset, splits, torch.device("cpu")).population
+    return build_federation(resolved, dataset=dataset, splits=splits).population
 
 
 def test_same_seed_same_partition_and_initial_weights(preset, tmp_path):

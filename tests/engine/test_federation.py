@@ -1,19 +1,17 @@
 """A round's hot path reads nothing back to the host: on a GPU every such read is a sync."""
 
 import pytest
-import torch
 from support import HostReadWatch
 
-from fedlab_cli.data.registry import load_dataset
-from fedlab_cli.engine.federation import Federation
-from fedlab_cli.engine.session import partition
+from fedlab_cli.engine.build import build_federation
 
 HOT_PATH = {
     "strategy": ("train", "evaluate"),
     "method": (
         "before_local_training",
         "extra_loss",
-        "after_local_step",
+        "transform_gradients",
+        "after_step",
         "after_local_training",
         "aggregate",
         "after_aggregate",
@@ -41,8 +39,7 @@ def test_hot_path_reads_nothing_back_to_the_host(make_spec, monkeypatch, strateg
     resolved = make_spec(
         method=method, federation={"rounds": 3}, engine={"strategy": strategy, "device": "cpu"}
     )
-    dataset = load_dataset(resolved.spec.data.dataset, resolved.spec.data.root)
-    fed = Federation(resolved, dataset, partition(resolved.spec, dataset), torch.device("cpu"))
+    fed = build_federation(resolved)
     watch = HostReadWatch(monkeypatch)
     for owner, names in HOT_PATH.items():
         target = getattr(fed, owner)

@@ -42,13 +42,13 @@ class Recorder(Method):
         self.steps = 0
         self.extra_values = []
 
-    def extra_loss(self, client, inputs, logits, forward):
-        value = 0.1 * logits.pow(2).mean()
-        self.extra_values.append(float(value.detach()))
+    def extra_loss(self, block, params, inputs, logits):
+        value = 0.1 * logits.pow(2).flatten(1).mean(1)
+        self.extra_values += value.detach().tolist()
         return value
 
-    def after_local_step(self, client, params, momentum):
-        self.steps += 1
+    def after_step(self, block, params, optimizer_state):
+        self.steps += len(block.clients)
 
     def after_local_training(self, population, clients, round_index, trace):
         self.trace = trace
@@ -81,7 +81,7 @@ def test_extra_loss_steps_and_last_gradients(make_spec, tmp_path):
     buffers = {n: b.clone() for n, b in start_buffers.items()}
     fed.model.train()
     for step in range(2):
-        logits = fed.strategy.forward(params, buffers, images)
+        logits = fed.strategy.one_model(params, buffers, images, train=True)
         loss = F.cross_entropy(logits, labels) + 0.1 * logits.pow(2).mean()
         grads = torch.autograd.grad(loss, list(params.values()))
         if step == 0:
@@ -96,8 +96,3 @@ def test_extra_loss_steps_and_last_gradients(make_spec, tmp_path):
     name = "classifier.weight"
     assert abs(record["grad_norms"][name] - float(trace.last_grad_norms[name].mean())) < 1e-6
     assert all(v > 0 for v in method.extra_values)
-
-
-def test_strategies_know_which_methods_hook_local_steps():
-    assert not Method(Method.Params()).hooks_local_steps
-    assert Recorder(Method.Params()).hooks_local_steps

@@ -105,7 +105,7 @@ def test_grad_norm_is_the_mean_over_participants_of_last_batch_norms(make_spec, 
         labels = fed.data.dataset.train_labels[own]
         params = {n: p.clone().requires_grad_(True) for n, p in start.items()}
         bufs = {n: b.clone() for n, b in buffers.items()}
-        loss = F.cross_entropy(fed.strategy.forward(params, bufs, images), labels)
+        loss = F.cross_entropy(fed.strategy.one_model(params, bufs, images, train=True), labels)
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
         for n in LAYERS:
             norms[n].append(float(grads[n].norm()))

@@ -1,7 +1,6 @@
-"""The vectorized strategy gives the sequential strategy's numbers, hooks, RNG use and chunks."""
+"""Both strategies run the one training core: same numbers, hooks, RNG use; chunks and memory."""
 
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -14,27 +13,29 @@ from fedlab_cli.data.partition import split_clients
 from fedlab_cli.data.synthetic import make_synthetic
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.federation import run
+from fedlab_cli.engine.forward import PlainForward
+from fedlab_cli.engine.memory import (
+    ACTIVATION_FACTOR,
+    MEMORY_SHARE,
+    client_bytes,
+    free_memory_bytes,
+)
 from fedlab_cli.engine.method import Method, Phase
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.precision import Precision
-from fedlab_cli.engine.sequential import SequentialStrategy
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.engine.strategies import (
     CPU_BATCHING_MAX_FLOPS,
+    SequentialStrategy,
+    VectorizedStrategy,
     configure_tf32,
     make_strategy,
     resolve_layout,
     resolve_strategy,
 )
-from fedlab_cli.engine.vectorized import (
-    ACTIVATION_FACTOR,
-    MEMORY_SHARE,
-    VectorizedStrategy,
-    client_bytes,
-    free_memory_bytes,
-)
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
+from fedlab_cli.models.flops import forward_flops
 from fedlab_cli.spec.model import EngineSpec, TrainingSpec
 
 CLIENTS = 5
@@ -80,7 +81,12 @@ def train_both(pools, method, clients=None, augment="cifar100", autocast="none",
     for strategy in (
         SequentialStrategy(model, TRAINING, Precision(model, autocast)),
         VectorizedStrategy(
-            model, TRAINING, CPU, precision=Precision(model, autocast), **vectorized
+            model,
+            TRAINING,
+            CPU,
+            precision=Precision(model, autocast),
+            image_shape=(3, 16, 16),
+            **vectorized,
         ),
     ):
         pop = population(model)
@@ -135,32 +141,41 @@ def test_a_subset_of_clients_in_chunks(pools):
 
 
 class HookedMethod(Method):
-    """Every per-client hook at once: head-then-body phases, a client-dependent extra loss
-    that runs the forward it is given, and a per-client mask re-applied after each step."""
+    """Every block hook at once: head-then-body phases, a client-dependent extra loss (none for
+    client 0), a gradient transform, and a per-client mask re-applied after each step — all on
+    ``[k, ...]`` tensors, with no loop over the block's clients."""
 
     wants_last_gradients = True
 
     def __init__(self, params):
         super().__init__(params)
-        self.calls = {"loss": [], "step": []}
+        self.calls = {"loss": [], "grads": [], "step": []}
 
     def local_phases(self, round_index, local_epochs):
         return [Phase(1, lambda n, r: r.is_head), Phase(1, lambda n, r: not r.is_head)]
 
-    def extra_loss(self, client, inputs, logits, forward):
-        self.calls["loss"].append(client)
-        if client == 0:
-            return None  # a client without an extra term, beside clients with one
-        return 0.01 * (client + 1) * logits.pow(2).mean()
+    def extra_loss(self, block, params, inputs, logits):
+        self.calls["loss"] += block.clients
+        clients = torch.tensor(block.clients, dtype=torch.float32)
+        weight = torch.where(clients == 0, 0.0, 0.01 * (clients + 1))
+        return weight * logits.pow(2).flatten(1).mean(1)
 
-    def after_local_step(self, client, params, momentum):
-        self.calls["step"].append(client)
-        params["features.0.weight"][client % 3].zero_()
-        if "features.0.weight" in momentum:
-            momentum["features.0.weight"][client % 3].zero_()
+    def transform_gradients(self, block, params, grads):
+        self.calls["grads"] += block.clients
+        if "classifier.bias" in grads:
+            grads["classifier.bias"].mul_(0.5)
+
+    def after_step(self, block, params, optimizer_state):
+        self.calls["step"] += block.clients
+        rows = torch.arange(len(block.clients))
+        channels = torch.tensor(block.clients) % 3
+        params["features.0.weight"][rows, channels] = 0
+        buffers = optimizer_state.get("features.0.weight", {})
+        for slot in buffers.values():
+            slot[rows, channels] = 0
 
 
-def test_hooks_run_per_client_with_sequential_numbers(pools):
+def test_hooks_run_per_block_with_sequential_numbers(pools):
     seq, vec = train_both(pools, HookedMethod(Method.Params()), chunk_size=3)
     assert_same_round(seq, vec, grads=True)
     weight = vec[0].params["features.0.weight"]
@@ -169,15 +184,19 @@ def test_hooks_run_per_client_with_sequential_numbers(pools):
 
 
 def test_hook_calls_match_sequential_per_client(pools):
-    """Same calls per client (2 epochs x 3 batches = 6 steps), only interleaved differently."""
+    """Same calls per client (2 epochs x 3 batches = 6 steps), only grouped differently."""
     model = build("small_cnn", 4, in_channels=3)
     data = client_data(pools)
     counts = []
-    for strategy in (SequentialStrategy(model, TRAINING), VectorizedStrategy(model, TRAINING, CPU)):
+    for strategy in (
+        SequentialStrategy(model, TRAINING),
+        VectorizedStrategy(model, TRAINING, CPU, image_shape=(3, 16, 16)),
+    ):
         method = HookedMethod(Method.Params())
         strategy.train(population(model), [0, 1, 2], data, torch.Generator(), method, 0)
         counts.append({k: sorted(v) for k, v in method.calls.items()})
-    assert counts[0] == counts[1] == {"loss": sorted([0, 1, 2] * 6), "step": sorted([0, 1, 2] * 6)}
+    expected = sorted([0, 1, 2] * 6)
+    assert counts[0] == counts[1] == {"loss": expected, "grads": expected, "step": expected}
 
 
 def test_out_of_memory_halves_the_chunk_with_the_same_numbers(pools, monkeypatch):
@@ -195,14 +214,13 @@ def test_chunk_size_from_free_memory():
     assert client_bytes(model, (1, 4, 4), batch_size=8) == need
     free = int(need * 3.5 / MEMORY_SHARE) + 1
     training = TRAINING.model_copy(update={"batch_size": 8})
-    strategy = VectorizedStrategy(model, training, CPU, free_memory=lambda: free)
-    data = dataclasses.make_dataclass("D", ["dataset"])(
-        dataclasses.make_dataclass("S", ["image_shape"])((1, 4, 4))
+    strategy = VectorizedStrategy(
+        model, training, CPU, free_memory=lambda: free, image_shape=(1, 4, 4)
     )
-    assert strategy.chunk_for(10, data) == 3
-    assert strategy.chunk_for(2, data) == 2
+    assert strategy.chunk_for(10) == 3
+    assert strategy.chunk_for(2) == 2
     fixed = VectorizedStrategy(model, TRAINING, CPU, chunk_size=4, free_memory=lambda: 0)
-    assert fixed.chunk_for(10, data) == 4
+    assert fixed.chunk_for(10) == 4
 
 
 def test_free_memory_on_cuda_counts_the_allocators_unused_cache(monkeypatch):
@@ -214,25 +232,6 @@ def test_free_memory_on_cuda_counts_the_allocators_unused_cache(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * gib)
     assert free_memory_bytes(torch.device("cuda")) == 12 * gib
     assert 0 < free_memory_bytes(CPU) < 1 << 40  # this machine's available RAM
-
-
-def test_non_pipeline_transform_trains_sequentially(pools):
-    """A transform that cannot be drawn ahead keeps the sequential numbers (and RNG use)."""
-    ds, splits = pools
-
-    def noisy(images, generator):
-        x = images.float() / 255
-        return x + 0.1 * torch.rand(x.shape, generator=generator) if generator else x
-
-    data = ClientData.build(ds, splits, CPU, noisy, test_transform("cifar10"))
-    model = build("small_cnn", 4, in_channels=3)
-    results = []
-    for strategy in (SequentialStrategy(model, TRAINING), VectorizedStrategy(model, TRAINING, CPU)):
-        pop, gen = population(model), torch.Generator().manual_seed(1)
-        strategy.train(pop, [0, 1], data, gen, Method(Method.Params()), 0)
-        results.append(pop)
-    for name, tensor in results[0].params.items():
-        assert torch.equal(results[1].params[name], tensor), name
 
 
 def test_bf16_autocast_both_ways_stays_close_and_is_not_float32(pools):
@@ -289,14 +288,14 @@ def test_auto_strategy_per_device():
     assert resolve_strategy("vectorized", torch.device("cpu")) == "vectorized"
     model = build("small_cnn", 4, in_channels=3)
     engine = EngineSpec(strategy="vectorized", chunk_size=3, autocast="bf16")
-    strategy = make_strategy(engine, model, TRAINING, CPU)
+    strategy = make_strategy(engine, model, TRAINING, CPU, (3, 16, 16))
     assert isinstance(strategy, VectorizedStrategy)
     assert (strategy.chunk_size, strategy.precision.autocast) == (3, "bf16")
     assert strategy.precision.channels_last  # auto layout on CPU
-    sequential = make_strategy("auto", model, TRAINING, CPU)
+    sequential = make_strategy("auto", model, TRAINING, CPU, (3, 16, 16))
     assert isinstance(sequential, SequentialStrategy)
     assert (sequential.precision.autocast, sequential.precision.channels_last) == ("none", True)
-    contiguous = make_strategy(EngineSpec(layout="contiguous"), model, TRAINING, CPU)
+    contiguous = make_strategy(EngineSpec(layout="contiguous"), model, TRAINING, CPU, (3, 16, 16))
     assert not contiguous.precision.channels_last
     assert resolve_layout("auto", torch.device("cuda")) is False
     assert resolve_layout("channels_last", torch.device("cuda")) is True
@@ -305,10 +304,12 @@ def test_auto_strategy_per_device():
 def test_auto_batches_only_tiny_models_on_cpu():
     """The digits quickstart's CNN (8x8 inputs: 1.2 MFLOP a sample) is batched, ResNet8 not."""
     digits_cnn = build("small_cnn", 10, in_channels=1)
-    tiny = make_strategy("auto", digits_cnn, TRAINING, CPU, image_shape=(1, 8, 8))
+    flops = forward_flops(digits_cnn, (1, 8, 8))
+    tiny = make_strategy("auto", digits_cnn, TRAINING, CPU, (1, 8, 8), flops)
     assert isinstance(tiny, VectorizedStrategy)
     resnet = build("resnet8", 100, in_channels=3)
-    big = make_strategy("auto", resnet, TRAINING, CPU, image_shape=(3, 32, 32))
+    flops = forward_flops(resnet, (3, 32, 32))
+    big = make_strategy("auto", resnet, TRAINING, CPU, (3, 32, 32), flops)
     assert isinstance(big, SequentialStrategy)
 
 
@@ -351,11 +352,12 @@ def test_loss_is_each_clients_own_mean_cross_entropy(pools):
     model.train()
     params = {n: t.clone().requires_grad_(True) for n, t in pop.params.items()}
     buffers = {n: t.clone() for n, t in pop.buffers.items()}
-    logits = strategy.forward_batched(params, buffers, x)
-    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(CLIENTS, -1)
-    grad = torch.autograd.grad(loss.mean(1).sum(), params["classifier.weight"])[0]
-    single = {n: t[1].clone().requires_grad_(True) for n, t in pop.params.items()}
-    single_buffers = {n: t[1].clone() for n, t in pop.buffers.items()}
-    own = F.cross_entropy(strategy.forward(single, single_buffers, x[1]), y[1])
-    expected = torch.autograd.grad(own, single["classifier.weight"])[0]
+    logits = strategy.forward(params, buffers, x)
+    loss = strategy.forward.losses(logits, y)
+    grad = torch.autograd.grad(loss.sum(), params["classifier.weight"])[0]
+    single = {n: t[1:2].clone().requires_grad_(True) for n, t in pop.params.items()}
+    single_buffers = {n: t[1:2].clone() for n, t in pop.buffers.items()}
+    plain = PlainForward(strategy.precision)
+    own = F.cross_entropy(plain(single, single_buffers, x[1:2])[0], y[1])
+    expected = torch.autograd.grad(own, single["classifier.weight"])[0][0]
     torch.testing.assert_close(grad[1], expected, rtol=1e-5, atol=1e-7)
