@@ -1,5 +1,7 @@
 """FedPM's Conv-4/6/10: counts from SPARSE_FL.md §2.4, forward against a hand-written one."""
 
+from functools import cache
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,10 +25,18 @@ CASES = {
 }
 
 
+@cache
+def _model(name: str) -> nn.Module:
+    """One seeded instance per architecture, shared by the read-only tests below."""
+    factory, classes, channels, *_ = CASES[name]
+    torch.manual_seed(0)
+    return factory(classes, in_channels=channels)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_parameter_counts_and_layers(name):
-    factory, classes, channels, _, total, widths, flat = CASES[name]
-    model = factory(classes, in_channels=channels)
+    _, classes, _, _, total, widths, flat = CASES[name]
+    model = _model(name)
     assert sum(p.numel() for p in model.parameters()) == total
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     dense = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -49,8 +59,7 @@ def test_weight_and_bias_split_matches_fedpm_mask_counts():
         ("conv6", 2_261_184, 1_418),
         ("conv10", 19_192_512, 4_580),
     ):
-        factory, classes, channels, *_ = CASES[name]
-        params = dict(factory(classes, in_channels=channels).named_parameters())
+        params = dict(_model(name).named_parameters())
         assert sum(p.numel() for k, p in params.items() if k.endswith("weight")) == weights
         assert sum(p.numel() for k, p in params.items() if k.endswith("bias")) == biases
 
@@ -72,9 +81,8 @@ def _by_hand(model: nn.Module, x: torch.Tensor, num_convs: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", CASES)
 def test_forward_matches_the_documented_structure(name):
-    factory, classes, channels, side, _, widths, _ = CASES[name]
-    torch.manual_seed(0)
-    model = factory(classes, in_channels=channels)
+    _, classes, channels, side, _, widths, _ = CASES[name]
+    model = _model(name)
     x = torch.randn(2, channels, side, side)
     out = model(x)
     assert out.shape == (2, classes)

@@ -71,6 +71,6 @@ def test_names_and_shapes_follow_the_official_state_dict():
     assert len(state) == 62  # 21 convs/linear weights + 20 norms x 2 + 1 bias
 
 
-def test_in_channels_sets_the_stem():
+def test_in_channels_and_classes_set_the_stem_and_head():
     model = resnet18_gn(7, in_channels=1)
-    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+    assert model.conv1.weight.shape == (64, 1, 3, 3) and model.linear.weight.shape == (7, 512)
