@@ -15,6 +15,7 @@ from typing import Protocol
 from fedlab_cli.data import cache, digits, synthetic
 from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.cifar import CIFAR10, CIFAR100, load_cifar10, load_cifar100
+from fedlab_cli.data.mnist import EMNIST, load_emnist, load_mnist
 from fedlab_cli.data.tiny_imagenet import MD5 as TINY_MD5
 from fedlab_cli.data.tiny_imagenet import URL as TINY_URL
 from fedlab_cli.data.tiny_imagenet import load_tiny_imagenet
@@ -74,6 +75,27 @@ DATASETS: dict[str, DatasetInfo] = {
         source="scikit-learn's bundled 8x8 digits, offline (first 1297 train, last 500 test)",
         loader=digits.load_digits,
         cached=False,
+    ),
+    "mnist": DatasetInfo(
+        name="mnist",
+        num_classes=10,
+        image_shape=(1, 28, 28),
+        train_pool=60000,
+        test_pool=10000,
+        source="MNIST IDX files in <root>/MNIST/raw, torchvision's layout "
+        "(auto-download from its mirrors, 12 MB, md5-checked)",
+        loader=load_mnist,
+    ),
+    "emnist": DatasetInfo(
+        name="emnist",
+        num_classes=47,
+        image_shape=(1, 28, 28),
+        train_pool=112800,
+        test_pool=18800,
+        source="EMNIST balanced IDX files in <root>/EMNIST/raw, images as stored (transposed), "
+        f"{EMNIST.source.urls[0]} (auto-download of the zip of all splits, "
+        f"md5 {EMNIST.source.md5})",
+        loader=load_emnist,
     ),
     "tinyimagenet": DatasetInfo(
         name="tinyimagenet",

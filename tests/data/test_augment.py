@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from support import HostReadWatch
 from torchvision.transforms import InterpolationMode
@@ -199,5 +200,145 @@ def test_augmentation_reads_nothing_back_to_the_host(monkeypatch, dataset):
     pipeline = watch.hot(augment.train_transform(dataset, True))
     side = 64 if dataset == "tinyimagenet" else 32
     images = torch.randint(0, 256, (6, 3, side, side), dtype=torch.uint8)
+    out = pipeline(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and watch.reads == []
+
+
+# --- transform profiles: ssfl and fedpm (SPARSE_FL.md §1.1 step 4, §2.2) ---------------------
+
+# Typed from riohib/SSFL@83fc11d data_preprocessing/cifar{10,100}_partitioner.py.
+SSFL_CONSTANTS = {
+    "cifar10": ([0.49139968, 0.48215827, 0.44653124], [0.24703233, 0.24348505, 0.26158768]),
+    "cifar100": ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
+}
+
+
+def _pil(image: torch.Tensor):
+    """A uint8 [C, H, W] tensor as the PIL image torchvision's datasets hand to transforms."""
+    array = image.permute(1, 2, 0).numpy()
+    return TF.to_pil_image(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_ssfl_train_equals_per_image_torchvision_crop_flip_normalize(name: str) -> None:
+    """SSFL: RandomCrop(32, padding=4) -> RandomHorizontalFlip -> ToTensor -> Normalize, per PIL
+    image with the same draws (torchvision draws the crop corner, then the flip)."""
+    images = _images(48, (3, 32, 32), seed=3)
+    out = augment.train_transform(name, True, profile="ssfl")(
+        images, torch.Generator().manual_seed(9)
+    )
+    g = torch.Generator().manual_seed(9)
+    tops, lefts = augment.random_offsets(48, 8, g, "cpu")
+    flips = augment.random_flips(48, g, "cpu")
+    assert 0 < int(flips.sum()) < 48 and int((tops != 4).sum()) > 0
+    mean, std = SSFL_CONSTANTS[name]
+    expected = []
+    for b in range(48):
+        img = TF.crop(TF.pad(_pil(images[b]), 4, fill=0), int(tops[b]), int(lefts[b]), 32, 32)
+        if flips[b]:
+            img = TF.hflip(img)
+        expected.append(TF.normalize(TF.to_tensor(img), mean, std))
+    torch.testing.assert_close(out, torch.stack(expected), rtol=0, atol=1e-6)
+    # The padding was cropped in as black *before* normalizing: it reads -mean/std, not 0.
+    black = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1)
+    top_rows = out[tops < 4][:, :, 0]  # row 0 of an image whose crop starts inside the padding
+    assert len(top_rows) and torch.allclose(top_rows, black.expand_as(top_rows))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_ssfl_test_and_unaugmented_train_are_to_tensor_normalize(name: str) -> None:
+    images = _images(6, (3, 32, 32), seed=4)
+    mean, std = SSFL_CONSTANTS[name]
+    expected = torch.stack([TF.normalize(TF.to_tensor(_pil(img)), mean, std) for img in images])
+    test = augment.test_transform(name, profile="ssfl")(images, None)
+    torch.testing.assert_close(test, expected, rtol=0, atol=1e-6)
+    no_aug = augment.train_transform(name, False, profile="ssfl")
+    assert no_aug is augment.test_transform(name, profile="ssfl")
+
+
+def test_ssfl_constants_are_ssfls() -> None:
+    assert list(augment.SSFL_CIFAR10_MEAN) == SSFL_CONSTANTS["cifar10"][0]
+    assert list(augment.SSFL_CIFAR10_STD) == SSFL_CONSTANTS["cifar10"][1]
+    assert list(augment.SSFL_CIFAR100_MEAN) == SSFL_CONSTANTS["cifar100"][0]
+    assert list(augment.SSFL_CIFAR100_STD) == SSFL_CONSTANTS["cifar100"][1]
+
+
+def test_ssfl_draws_are_offsets_then_flips() -> None:
+    pipeline = augment.train_transform("cifar10", True, profile="ssfl")
+    draws = pipeline.draw(20, torch.Generator().manual_seed(2), "cpu")
+    g = torch.Generator().manual_seed(2)
+    expected = [*augment.random_offsets(20, 8, g, "cpu"), augment.random_flips(20, g, "cpu")]
+    assert len(draws) == 3 and all(torch.equal(a, b) for a, b in zip(draws, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("profile", "name", "shape"),
+    [
+        ("fedpm", "mnist", (1, 28, 28)),
+        ("fedpm", "emnist", (1, 28, 28)),
+        ("fedpm", "cifar10", (3, 32, 32)),
+        ("fedpm", "cifar100", (3, 32, 32)),
+        ("lips", "mnist", (1, 28, 28)),
+        ("lips", "emnist", (1, 28, 28)),
+    ],
+)
+def test_half_normalization_train_and_test(profile: str, name: str, shape) -> None:
+    """ToTensor -> Normalize(mean=0.5, std=0.5) as FedPM writes it (scalars, broadcast by
+    torchvision over the channels), no augmentation even when augmenting."""
+    images = _images(5, shape, seed=6)
+    reference = T.Compose([T.ToTensor(), T.Normalize(mean=0.5, std=0.5)])
+    expected = torch.stack([reference(_pil(img)) for img in images])
+    train = augment.train_transform(name, True, profile=profile)
+    test = augment.test_transform(name, profile=profile)
+    torch.testing.assert_close(test(images, None), expected, rtol=0, atol=1e-6)
+    assert torch.equal(train(images, torch.Generator().manual_seed(0)), test(images, None))
+    assert torch.equal(test(images, None)[images == 0], torch.full_like(expected[images == 0], -1))
+
+
+@pytest.mark.parametrize("profile", ["lips", "ssfl", "fedpm"])
+def test_digits_is_to_tensor_under_every_profile(profile: str) -> None:
+    images = _images(5, (1, 8, 8))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(
+        augment.train_transform("digits", True, profile=profile)(images, g), images / 255.0
+    )
+    assert torch.equal(
+        augment.test_transform("digits", profile=profile)(images, None), images / 255
+    )
+
+
+@pytest.mark.parametrize(("profile", "real"), [("ssfl", "cifar10"), ("fedpm", "cifar100")])
+def test_synthetic_stand_ins_follow_their_dataset_under_a_profile(profile: str, real: str) -> None:
+    fake = f"synthetic_{real}"
+    assert augment.train_transform(fake, True, profile=profile) is augment.train_transform(
+        real, True, profile=profile
+    )
+    assert augment.test_transform(fake, profile=profile) is augment.test_transform(
+        real, profile=profile
+    )
+
+
+def test_default_profile_is_lips() -> None:
+    assert augment.DEFAULT_PROFILE == "lips" and augment.PROFILES == ("lips", "ssfl", "fedpm")
+    for name in ("cifar10", "cifar100", "tinyimagenet", "digits", "mnist"):
+        assert augment.train_transform(name, True) is augment.train_transform(
+            name, True, profile="lips"
+        )
+
+
+def test_unknown_profile_and_uncovered_dataset_are_one_line_errors() -> None:
+    with pytest.raises(FedlabError) as info:
+        augment.train_transform("cifar10", True, profile="fedavg")
+    assert str(info.value) == (
+        "data.transforms: unknown transform profile 'fedavg' (known: fedpm, lips, ssfl)"
+    )
+    with pytest.raises(FedlabError, match=r"data\.dataset: .*'tinyimagenet' under profile 'ssfl'"):
+        augment.test_transform("tinyimagenet", profile="ssfl")
+
+
+def test_ssfl_augmentation_reads_nothing_back_to_the_host(monkeypatch) -> None:
+    watch = HostReadWatch(monkeypatch)
+    pipeline = watch.hot(augment.train_transform("cifar100", True, profile="ssfl"))
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     out = pipeline(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and watch.reads == []

@@ -113,7 +113,7 @@ def test_unknown_dataset_message() -> None:
     with pytest.raises(FedlabError) as info:
         registry.load_dataset("xyz", "/nonexistent")
     assert str(info.value) == (
-        "data.dataset: unknown dataset 'xyz' (known: cifar10, cifar100, digits, "
+        "data.dataset: unknown dataset 'xyz' (known: cifar10, cifar100, digits, emnist, mnist, "
         "synthetic_cifar10, synthetic_cifar100, synthetic_tinyimagenet, tinyimagenet)"
     )
 

@@ -45,7 +45,7 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
         (["method.share_bias=maybe"], "method.share_bias: Input should be a valid boolean"),
         (["method.mu=0.1"], "method.mu: unknown key"),
         (["model.name=vgg7"], "model.name: unknown model (known:"),
-        (["data.dataset=mnist"], "data.dataset: unknown dataset (known:"),
+        (["data.dataset=svhn"], "data.dataset: unknown dataset (known:"),
         (["seed=-1"], "seed: Input should be greater than or equal to 0"),
         (["training"], "--set: expected key=value, got 'training'"),
         (["training.lr.x=1"], "--set: training.lr is not a section"),
