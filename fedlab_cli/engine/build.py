@@ -17,7 +17,13 @@ from torch import nn
 
 from fedlab_cli.data.augment import test_transform, train_transform
 from fedlab_cli.data.base import ImageDataset
-from fedlab_cli.data.partition import ClientSplits, split_clients
+from fedlab_cli.data.partition import (
+    ClientSplits,
+    balanced_dirichlet,
+    iid,
+    pathological,
+    split_clients,
+)
 from fedlab_cli.data.registry import load_dataset
 from fedlab_cli.engine.calibration import Calibration
 from fedlab_cli.engine.client_data import ClientData
@@ -76,8 +82,8 @@ def build_federation(
         dataset,
         splits,
         device,
-        train_transform(dataset.name, spec.data.augment),
-        test_transform(dataset.name),
+        train_transform(dataset.name, spec.data.augment, profile=spec.data.transforms),
+        test_transform(dataset.name, profile=spec.data.transforms),
     )
     strategy = build_strategy(spec, model, data, population, device)
     federation = Federation(spec, device, model, population, method, data, strategy)
@@ -167,15 +173,17 @@ def build_strategy(
 
 
 def partition(spec: RunSpec, dataset: ImageDataset) -> ClientSplits:
-    """The spec's Dirichlet split of both pools (same seed for train and test)."""
+    """The spec's split of both pools, from ``seed`` alone (fedlab_cli/data/partition.py)."""
     data = spec.data
+    train, test = dataset.train_labels.numpy(), dataset.test_labels.numpy()
+    if data.partition == "balanced_dirichlet":
+        return balanced_dirichlet(train, test, data.num_clients, data.alpha, spec.seed)
+    if data.partition == "iid":
+        return iid(train, test, data.num_clients, spec.seed)
+    if data.partition == "pathological":
+        return pathological(train, test, data.num_clients, data.classes_per_client, spec.seed)
     return split_clients(
-        dataset.train_labels.numpy(),
-        dataset.test_labels.numpy(),
-        data.num_clients,
-        data.alpha,
-        data.train_per_client,
-        data.test_per_client,
+        train, test, data.num_clients, data.alpha, data.train_per_client, data.test_per_client,
         spec.seed,
     )
 

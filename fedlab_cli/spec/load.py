@@ -103,6 +103,19 @@ def resolve(raw: dict[str, Any]) -> ResolvedSpec:
 
 def check_consistency(spec: RunSpec) -> None:
     """Combinations of keys that are each valid alone but not together."""
+    data = spec.data
+    if data.partition != "dirichlet":
+        for key in ("train_per_client", "test_per_client"):
+            if getattr(data, key) is not None:
+                raise FedlabError(
+                    f"data.{key}: only the dirichlet partition takes it; {data.partition} "
+                    f"splits the whole pool (got {getattr(data, key)})"
+                )
+    if (data.partition == "pathological") != (data.classes_per_client is not None):
+        raise FedlabError(
+            "data.classes_per_client: the pathological partition needs it, the others take none "
+            f"(got {data.classes_per_client} with partition {data.partition})"
+        )
     training = spec.training
     for key in training.unused_keys():
         raise FedlabError(

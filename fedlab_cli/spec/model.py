@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedlab_cli.data.registry import DATASETS
 from fedlab_cli.models import available_models, known_models
@@ -20,15 +20,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+PER_CLIENT_DEFAULTS = {"train_per_client": 100, "test_per_client": 400}
+"""Samples per client of the Dirichlet split (the other partitions split the whole pool)."""
+
+
 class DataSpec(_Section):
     dataset: str
     root: Path = Path("data")
     download: bool = True
     num_clients: int = Field(100, ge=1)
-    alpha: float = Field(0.1, gt=0)
-    train_per_client: int = Field(100, ge=1)
-    test_per_client: int = Field(400, ge=1)
+    partition: Literal["dirichlet", "balanced_dirichlet", "iid", "pathological"] = Field(
+        "dirichlet",
+        description="dirichlet: the LIPS reference; balanced_dirichlet: SSFL's; iid, "
+        "pathological: FedPM's",
+    )
+    alpha: float = Field(0.1, gt=0, description="Dirichlet concentration (both Dirichlet kinds)")
+    train_per_client: int | None = Field(None, ge=1, description="dirichlet only; default 100")
+    test_per_client: int | None = Field(None, ge=1, description="dirichlet only; default 400")
+    classes_per_client: int | None = Field(None, ge=1, description="pathological only")
     augment: bool = True
+    transforms: Literal["lips", "ssfl", "fedpm"] = Field(
+        "lips", description="whose per-dataset transforms: the LIPS, SSFL or FedPM code's"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_client_defaults(cls, data: object) -> object:
+        """The Dirichlet split's sample counts default to the reference's 100 / 400."""
+        if isinstance(data, dict) and data.get("partition", "dirichlet") == "dirichlet":
+            data = dict(data)
+            for key, default in PER_CLIENT_DEFAULTS.items():
+                if data.get(key) is None:
+                    data[key] = default
+        return data
 
     @field_validator("dataset")
     @classmethod
