@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor
 
 from fedlab_cli.engine.method import FLOAT_BITS, Method, MethodParams, Phase, Traffic
-from fedlab_cli.engine.population import Population, weighted_mean
+from fedlab_cli.engine.population import Population
 from fedlab_cli.models import Kind, Position, TensorRole
 
 
@@ -60,9 +60,9 @@ class FedBN(Method):
     ) -> None:
         """FedAvg of the shared tensors, leaving frozen middle layers where they are."""
         tensors = population.tensors()
-        for name in self.aggregated_names(population, round_index):
-            stacked = tensors[name]
-            stacked.copy_(weighted_mean(stacked, participants, weights).expand_as(stacked))
+        names = self.aggregated_names(population, round_index)
+        for name, mean in population.mean_over(names, participants, weights).items():
+            tensors[name].copy_(mean.expand_as(tensors[name]))
 
     def communication(
         self, population: Population, clients: list[int], round_index: int

@@ -28,7 +28,7 @@ from fedlab_cli.engine.method import (
     RunContext,
     Traffic,
 )
-from fedlab_cli.engine.population import Population, weighted_mean
+from fedlab_cli.engine.population import Population
 
 DATASET_DEFAULTS: dict[str, tuple[float, int]] = {
     "cifar10": (0.5, 100),
@@ -139,20 +139,32 @@ class FedCAC(Method):
     def aggregate(
         self, population: Population, participants: Tensor, weights: Tensor, round_index: int
     ) -> None:
-        """Critical entries ← collaborators' average; the others ← the FedAvg global model."""
-        overlap = overlap_matrix(self.critical)
+        """Critical entries ← collaborators' average; the others ← the FedAvg global model.
+
+        Overlaps and collaborators involve every participant, wherever it is held: the masks and
+        models of the other processes' participants are gathered (in client-id order)."""
+        counts = population.participant_counts(participants)
+        everyone = {n: population.world.gather(m, counts) for n, m in self.critical.items()}
+        overlap = overlap_matrix(everyone)
         works_with = collaborators(overlap, round_index, self.beta)
         mixing = works_with.to(torch.float64)
         mixing /= mixing.sum(dim=1, keepdim=True)
+        start = sum(counts[: population.world.rank])
+        mine = slice(start, start + len(participants))  # the rows of the participants here
+        whole = not population.world.distributed or population.world.deterministic
+        globs = population.mean_over(list(population.params), participants, weights)
         for name, stacked in population.params.items():
             own = stacked[participants]
-            glob = weighted_mean(stacked, participants, weights).expand_as(own)
-            # fp64: a weight average must not go through TF32 tensor cores on CUDA
-            customized = (mixing @ own.reshape(len(own), -1).double()).to(own.dtype).view_as(own)
+            models = population.world.gather(own, counts).reshape(len(mixing), -1).double()
+            glob = globs[name].expand_as(own)
+            # fp64: a weight average must not go through TF32 tensor cores on CUDA; the whole
+            # product, then this process's rows, is one process's arithmetic exactly
+            mixed = (mixing @ models)[mine] if whole else mixing[mine] @ models
+            customized = mixed.to(own.dtype).view_as(own)
             stacked[participants] = torch.where(self.critical[name], customized, glob)
         self.metrics = {
             "collaborators": works_with.sum(dim=1).double().mean(),
-            "critical_share": _share(self.critical),
+            "critical_share": _share(everyone),
         }
         self.critical = {}
 

@@ -45,8 +45,11 @@ from algorithms.fedbn import FedBN, FedBNParams
 from fedlab_cli.engine.method import Block, LocalTrace, MethodParams, RunContext
 from fedlab_cli.engine.optim import clip_grad_norms
 from fedlab_cli.engine.population import Population
-from fedlab_cli.models import Kind, Position
+from fedlab_cli.models import Kind, Position, noise
 from fedlab_cli.models.flops import layer_macs
+
+RANDOM_SCORE_TAG = 0x1195
+"""Names the noise streams of ``score: random`` (one per round and tensor)."""
 
 REFERENCE_CLIP = 3.0
 """The official code's ``clip_grad_norm_`` bound on the stored gradient (fp16 scores only)."""
@@ -103,6 +106,7 @@ class LIPS(FedBN):
 
     def setup(self, population: Population, context: RunContext) -> None:
         super().setup(population, context)
+        self.population = population
         p = self.params
         s0 = p.s0 if p.s0 is not None else S0_BY_DATASET.get(context.protocol_dataset, 0.5)
         self.schedule = Schedule(s0, p.interval, context.rounds)
@@ -117,7 +121,7 @@ class LIPS(FedBN):
         weights = population.params
         # decision 5: every client started from client 0's initial weights
         self.initial = {n: weights[n][0].clone() for n in self.middle}
-        self.generator = torch.Generator(device=context.device).manual_seed(context.seed)
+        self.seed = context.seed
         # persistent only: each client's current mask [C, *shape] (client state the engine
         # slices for training blocks), and what training cost
         self.masks: dict[str, Tensor] = {}
@@ -192,17 +196,18 @@ class LIPS(FedBN):
 
     def sparsify(self, population: Population, t: int) -> None:
         clients = population.index(self.sparsified)
+        self.round = t
         density, overlap = {}, {}
         for name in self.middle:
             weight = population.params[name]
             w_glob = weight[clients]
-            keep = self.schedule.keep(w_glob[0].numel(), t)
+            keep = self.schedule.keep(weight[0].numel(), t)
             mask = self.client_masks(name, w_glob, keep)
             weight[clients] = torch.where(mask, w_glob, self.fill(name))
             if self.persistent:  # non-participants hold the dense aggregate
                 self.masks[name].fill_(True)
                 self.masks[name][clients] = mask
-            flat = mask.flatten(1)
+            flat = population.gather_participants(mask.flatten(1), clients)  # every process's
             density[name] = flat.float().mean(1).mean()
             overlap[name] = mean_pairwise_jaccard(flat)
         self.local_score = {}
@@ -220,13 +225,10 @@ class LIPS(FedBN):
         """[k, *shape] bool: the top-``keep`` entries of each participant's score."""
         score = self.params.score
         if score == "magnitude":  # the same |W| for everyone: one mask, shared
-            return (
-                top_k_mask(w_glob[:1].abs().flatten(1), keep)
-                .expand(len(w_glob), -1)
-                .view_as(w_glob)
-            )
-        if score == "random":
-            values = torch.rand(w_glob.shape, generator=self.generator, device=w_glob.device)
+            glob = self.population.params[name][:1]  # every client holds the aggregate
+            return top_k_mask(glob.abs().flatten(1), keep).expand(len(w_glob), -1).view_as(w_glob)
+        if score == "random":  # each client's own stream: the same wherever it is trained
+            values = random_scores(self.seed, self.sparsified, name, self.round, w_glob)
         elif score == "grad_x_global":
             values = (self.local_score[name] * w_glob).abs()
             if self.params.score_precision == "fp16":
@@ -250,18 +252,19 @@ class LIPS(FedBN):
             summary.update(self.cost.summary())
         return summary
 
-    def state_dict(self) -> dict:
-        state: dict = {"generator": self.generator.get_state()}
-        if self.persistent:
-            state.update(cost=self.cost.state_dict())
-        return state
-
     def load_state_dict(self, state: dict) -> None:
-        """The masks come back with the population (client state); the rest here."""
-        self.generator.set_state(state["generator"])
+        """Masks and cost sums come back with the population (client state)."""
         if self.persistent:
             self.cost.update(self.masks)
-            self.cost.load_state_dict(state["cost"])
+
+
+def random_scores(seed: int, clients: list[int], name: str, t: int, like: Tensor) -> Tensor:
+    """``[k, *shape]`` uniform scores, from each client's own noise stream (named by the round
+    and the tensor), so a client's random mask does not depend on where it is trained."""
+    keys = torch.tensor([noise.client_key(seed, c) for c in clients], dtype=torch.long)
+    tag = noise.mix64(RANDOM_SCORE_TAG, t, *name.encode())
+    with noise.stream(keys.to(like.device), tag):
+        return noise.uniform(like.shape[1:], like.device)
 
 
 def top_k_mask(scores: Tensor, keep: int) -> Tensor:
@@ -311,12 +314,13 @@ class TrainingCost:
     over every local step of every client in every round (round 0 trains dense);
     ``mean_density`` is the share of the sparsified layers' weights kept, averaged the same way.
     With ``reinit: original`` pruned entries hold fixed non-zero values: the mask density is
-    counted all the same.
+    counted all the same. The sums are per-client state (they travel with their clients).
     """
 
     def __init__(self, population: Population, middle: list[str], macs: dict[str, int]) -> None:
-        device = next(iter(population.params.values())).device
+        device = population.device
         as_vector = partial(torch.tensor, dtype=torch.float64, device=device)
+        self.population = population
         self.middle = middle
         self.numel = as_vector([population.params[n][0].numel() for n in middle])
         layers = [population.roles[n].layer for n in middle]
@@ -324,9 +328,10 @@ class TrainingCost:
         self.other_macs = float(sum(macs.values()) - sum(macs[layer] for layer in layers))
         self.densities = torch.ones(population.num_clients, len(middle), device=device)
         self.densities = self.densities.to(torch.float64)
-        self.steps = 0
-        self.density_sum = as_vector(0.0)
-        self.flops_sum = as_vector(0.0)
+        zeros = partial(torch.zeros, population.num_clients, dtype=torch.float64, device=device)
+        self.steps = population.add_state("lips.cost.steps", zeros())
+        self.density_sum = population.add_state("lips.cost.density_sum", zeros())
+        self.flops_sum = population.add_state("lips.cost.flops_sum", zeros())
 
     def update(self, masks: dict[str, Tensor]) -> None:
         """Each client's per-layer density under its current masks."""
@@ -338,23 +343,17 @@ class TrainingCost:
         each at its client's current densities."""
         d = self.densities[clients]  # [k, layers]
         weight = torch.tensor(steps, dtype=torch.float64).to(d.device)
-        self.steps += sum(steps)
-        self.density_sum += (weight * (d * self.numel).sum(1) / self.numel.sum()).sum()
         dense = self.other_macs + self.macs.sum()
-        self.flops_sum += (weight * (self.other_macs + (d * self.macs).sum(1)) / dense).sum()
+        self.steps[clients] += weight
+        self.density_sum[clients] += weight * (d * self.numel).sum(1) / self.numel.sum()
+        self.flops_sum[clients] += weight * (self.other_macs + (d * self.macs).sum(1)) / dense
 
     def summary(self) -> dict[str, float | None]:
-        if self.steps == 0 or not self.middle:
+        world = self.population.world
+        steps = float(world.sum(self.steps.sum()))
+        if steps == 0 or not self.middle:
             return {"mean_density": None, "train_flops_rel": None}
         return {
-            "mean_density": float(self.density_sum) / self.steps,
-            "train_flops_rel": float(self.flops_sum) / self.steps,
+            "mean_density": float(world.sum(self.density_sum.sum())) / steps,
+            "train_flops_rel": float(world.sum(self.flops_sum.sum())) / steps,
         }
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "density_sum": self.density_sum, "flops_sum": self.flops_sum}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.steps = state["steps"]
-        self.density_sum.copy_(state["density_sum"])
-        self.flops_sum.copy_(state["flops_sum"])

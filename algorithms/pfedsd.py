@@ -54,9 +54,10 @@ class PFedSD(Method):
             for name, tensor in tensors.items():
                 population.add_state(f"teacher.{group}.{name}", tensor.clone())
         ready = torch.zeros(population.num_clients, dtype=torch.bool, device=population.device)
-        population.add_state("teacher.ready", ready)
-        # host-side mirror of teacher.ready: the per-step check reads no tensor, so no sync
-        self.has_teacher = [False] * population.num_clients
+        self.ready = population.add_state("teacher.ready", ready)
+        self.first = population.first
+        # host-side mirror of teacher.ready, by client id: the per-step check reads no tensor
+        self.has_teacher = [False] * population.total_clients
 
     def extra_loss(
         self, block: Block, params: dict[str, Tensor], inputs: Tensor, logits: Tensor
@@ -90,8 +91,7 @@ class PFedSD(Method):
         for client in clients:
             self.has_teacher[client] = True
 
-    def state_dict(self) -> dict:
-        return {"has_teacher": torch.tensor(self.has_teacher, dtype=torch.bool)}
-
     def load_state_dict(self, state: dict) -> None:
-        self.has_teacher = [bool(flag) for flag in state["has_teacher"].tolist()]
+        """The teachers came back with the population; the host mirror follows them."""
+        for row, flag in enumerate(self.ready.tolist()):
+            self.has_teacher[self.first + row] = bool(flag)

@@ -34,6 +34,7 @@ from fedlab_cli.engine.method import RunContext
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.strategies import make_strategy
 from fedlab_cli.engine.trainer import LocalTrainer
+from fedlab_cli.engine.world import from_environment
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import build
 from fedlab_cli.models.flops import forward_flops
@@ -56,6 +57,14 @@ def build_federation(
     restore the calibrated state). ``dataset``/``splits`` skip loading/partitioning."""
     spec = resolved.spec
     device, notice = resolve_device(spec.engine.device)
+    world = from_environment(
+        device, spec.engine.collective_timeout, spec.engine.deterministic_reduce
+    )
+    if spec.data.num_clients < world.size:
+        raise FedlabError(
+            f"data.num_clients: {spec.data.num_clients} clients cannot be shared by "
+            f"{world.size} processes (got {spec.data.num_clients})"
+        )
     if dataset is None:
         dataset = load_dataset(spec.data.dataset, spec.data.root, spec.data.download, progress)
     if splits is None:
@@ -64,7 +73,7 @@ def build_federation(
     torch.manual_seed(spec.seed)  # initial weights (and a method's random architecture)
     model = build_model(resolved, dataset)
     model = model.to(device)
-    population = Population.replicate(model, spec.data.num_clients, device)
+    population = Population.replicate(model, spec.data.num_clients, device, world)
     method = resolved.method_cls(resolved.method_params)
     context = RunContext(
         rounds=spec.federation.rounds,
@@ -183,7 +192,12 @@ def partition(spec: RunSpec, dataset: ImageDataset) -> ClientSplits:
     if data.partition == "pathological":
         return pathological(train, test, data.num_clients, data.classes_per_client, spec.seed)
     return split_clients(
-        train, test, data.num_clients, data.alpha, data.train_per_client, data.test_per_client,
+        train,
+        test,
+        data.num_clients,
+        data.alpha,
+        data.train_per_client,
+        data.test_per_client,
         spec.seed,
     )
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from fedlab_cli.engine.client_data import ClientData, groups_by_size
 from fedlab_cli.engine.plan import batch_bounds, draw_plan
-from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.population import Population, to_device
 from fedlab_cli.engine.trainer import CALIBRATE, LocalTrainer
 
 Score = Callable[[dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]]
@@ -54,24 +54,29 @@ class Calibration:
     ) -> dict[str, Tensor]:
         """Σ_c w_c · (1/I) Σ_b score(∇L_c,b, θ_c) / Σ_c w_c for the tensors ``names``.
 
-        ``weights`` (default: uniform) are per listed client; ``train`` runs the model in
-        training mode (default: evaluation mode, as SSFL scores).
+        ``clients`` (default: every client) are client ids, ``weights`` (default: uniform) one
+        per listed client; ``train`` runs the model in training mode (default: evaluation
+        mode, as SSFL scores). With several processes each scores the listed clients it
+        holds, and the sums meet in one reduction.
         """
-        clients = list(range(self.population.num_clients)) if clients is None else clients
+        population = self.population
+        listed = list(range(population.total_clients)) if clients is None else clients
+        held = [i for i, c in enumerate(listed) if population.holds(c)]
+        clients = [listed[i] for i in held]
         device = self.data.train_idx.device
-        w = (
-            torch.ones(len(clients), dtype=torch.float64, device=device)
+        every_weight = (
+            torch.ones(len(listed), dtype=torch.float64, device=device)
             if weights is None
             else weights.to(device=device, dtype=torch.float64)
         )
+        w = every_weight[torch.tensor(held, dtype=torch.long, device=device)]
         generator = torch.Generator(device=device).manual_seed(self.seed * 7919 + CALIBRATION_SEED)
         batch_size = self.trainer.training.batch_size
-        sizes = [self.data.train_sizes[c] for c in clients]
+        sizes = [self.data.train_sizes[c] for c in listed]  # every process draws for everyone
         epochs = max(math.ceil(batches / max(1, len(batch_bounds(n, batch_size)))) for n in sizes)
         plan = draw_plan(sizes, epochs, batch_size, self.data.train_transform, generator, device)
-        total = {
-            n: torch.zeros_like(self.population.params[n][0], dtype=torch.float64) for n in names
-        }
+        in_plan = {c: i for i, c in enumerate(listed)}
+        total = {n: torch.zeros_like(population.params[n][0], dtype=torch.float64) for n in names}
         self.trainer.precision.train(train)
         for group in groups_by_size(clients, self.data.train_sizes):
             for part in self.trainer.chunks.run(
@@ -80,16 +85,21 @@ class Calibration:
                     score,
                     names,
                     [clients[p] for p in g[lo:hi]],
-                    plan.rows(g[lo:hi]),
-                    w[torch.tensor(g[lo:hi])],
+                    plan.rows([in_plan[clients[p]] for p in g[lo:hi]]),
+                    w[torch.tensor(g[lo:hi], dtype=torch.long, device=device)],
                     batches,
                     batch_size,
                 ),
             ):
                 for n in names:
                     total[n] += part[n]
-        denominator = w.sum()
-        return {n: (t / denominator).to(self.population.params[n].dtype) for n, t in total.items()}
+        summed = population.world.sum(torch.cat([t.flatten() for t in total.values()]))
+        out, start = {}, 0
+        for n, t in total.items():
+            mean = summed[start : start + t.numel()].view_as(t) / every_weight.sum()
+            out[n] = mean.to(population.params[n].dtype)
+            start += t.numel()
+        return out
 
     def _block_sum(self, score, names, members, plan, weights, batches, batch_size):
         population, data = self.population, self.data
@@ -99,7 +109,7 @@ class Calibration:
         }
         buffers = {n: t.index_select(0, rows) for n, t in population.buffers.items()}
         n = data.train_sizes[members[0]]
-        own = data.train_idx.index_select(0, rows)[:, :n]
+        own = data.train_idx.index_select(0, to_device(members, rows.device))[:, :n]
         bounds = batch_bounds(n, batch_size)
         keys = self.trainer.keys(members, own.device)
         forward = self.trainer.forward

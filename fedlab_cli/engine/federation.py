@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.method import LocalTrace, Method, host_values
-from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.population import Population, to_device
 from fedlab_cli.engine.trainer import LocalTrainer
+from fedlab_cli.engine.world import heartbeat
 from fedlab_cli.errors import TrainingDivergedError
 from fedlab_cli.spec.model import RunSpec
 
@@ -122,17 +123,20 @@ class Federation:
     def run_round(self) -> RoundRecord:
         t = self.next_round
         start = time.perf_counter()
-        clients = self.participants(t)
+        world = self.population.world
+        heartbeat(world, t)
+        clients = self.participants(t)  # on every process
         method, population, strategy, data = self.method, self.population, self.strategy, self.data
-        method.before_local_training(population, clients, t)
-        trace = strategy.train(population, clients, data, self.generator, method, t)
-        method.after_local_training(population, clients, t, trace)
+        local = population.local(clients)  # those held here
+        method.before_local_training(population, local, t)
+        trace = strategy.train(population, local, data, self.generator, method, t, clients)
+        method.after_local_training(population, local, t, trace)
         evaluate = self.is_eval_round(t)
-        acc_local = strategy.evaluate(population, data, t, LOCAL) if evaluate else None
+        acc_local = self.accuracies(t, LOCAL) if evaluate else None
         acc_global = None
         if method.aggregates:
-            chosen = population.index(clients)
-            weights = data.train_counts[chosen]
+            chosen = population.index(local)
+            weights = data.train_counts[to_device(local, self.device)]
             method.aggregate(population, chosen, weights, t)
             for observer in self.observers:
                 observer.on_aggregated(self, t, trace)
@@ -140,29 +144,55 @@ class Federation:
                 params, buffers = method.global_model(population)
                 acc_global = strategy.evaluate_model(params, buffers, data, self.test_union, t)
             method.after_aggregate(population, t)
-            acc_agg = strategy.evaluate(population, data, t, AGGREGATED) if evaluate else None
+            acc_agg = self.accuracies(t, AGGREGATED) if evaluate else None
         else:
             acc_agg = acc_local
             for observer in self.observers:
                 observer.on_aggregated(self, t, trace)
         traffic = method.communication(population, clients, t)
-        check_finite(trace.losses, clients, t)  # the round's first read back to the host
+        counts = world.owners(clients, population.total_clients)
+        losses = world.gather(trace.losses, counts)
+        check_finite(losses, clients, t)  # the round's first read back to the host
         self.next_round = t + 1
         return RoundRecord(
             round=t,
-            loss=float(trace.losses.mean()),
+            loss=float(losses.mean()),
             acc_local=_mean(acc_local),
             acc_agg=_mean(acc_agg),
             seconds=time.perf_counter() - start,
             participants=len(clients),
             acc_local_clients=_listed(acc_local),
             acc_agg_clients=_listed(acc_agg),
-            grad_norms={n: float(v.mean()) for n, v in trace.last_grad_norms.items()},
+            grad_norms=self._mean_grad_norms(trace, len(clients)),
             uplink_bits=float(traffic.uplink_bits),
             downlink_bits=float(traffic.downlink_bits),
             acc_global=acc_global,
             extras=host_values(method.round_metrics()),
         )
+
+    def accuracies(self, round_index: int, scope: int) -> Tensor:
+        """Every client's accuracy (%), ``[K]`` in client-id order, from every process."""
+        population, world = self.population, self.population.world
+        held = self.strategy.evaluate(population, self.data, round_index, scope)
+        shards = [
+            b - a for a, b in (world.bounds(population.total_clients, r) for r in range(world.size))
+        ]
+        return world.gather(held, shards)
+
+    def _mean_grad_norms(self, trace: LocalTrace, participants: int) -> dict[str, float]:
+        """Per tensor, the mean over the round's participants of their last-batch grad norm."""
+        norms = trace.last_grad_norms
+        population = self.population
+        world = population.world
+        if world.deterministic and world.distributed:  # one process's arithmetic, gathered
+            counts = population.participant_counts(torch.zeros(len(trace.clients)))
+            norms = {n: world.gather(v, counts) for n, v in norms.items()}
+        if not world.distributed or world.deterministic:
+            return {n: float(v.mean()) for n, v in norms.items()}
+        names = list(population.params)
+        local = torch.stack([norms[n].sum() for n in names]) if norms else torch.zeros(len(names))
+        totals = world.sum(local.to(self.device)).tolist()
+        return {n: v / participants for n, v in zip(names, totals, strict=True)}
 
     @property
     def test_union(self) -> Tensor:
@@ -176,15 +206,19 @@ class Federation:
         """Elements of one client's parameters: the denominator of bits per parameter."""
         return sum(t[0].numel() for t in self.population.params.values())
 
-    def state_dict(self) -> dict:
-        """Everything needed to continue bit-exactly after this round (on CPU)."""
+    def global_state(self) -> dict:
+        """What is the same on every process: the round, the method's global state, the draw
+        generator, the observers."""
         return {
             "next_round": self.next_round,
-            "population": self.population.state_dict(),
             "method": self.method.state_dict(),
             "generator": self.generator.get_state(),
             "observers": [observer.state_dict() for observer in self.observers],
         }
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-exactly after this round (on CPU)."""
+        return {**self.global_state(), "population": self.population.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.next_round = state["next_round"]

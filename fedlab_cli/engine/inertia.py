@@ -84,7 +84,7 @@ class InertiaRecorder:
                 for n in self.layers
             ]
         )
-        grads = torch.stack([trace.last_grad_norms[n].float().mean() for n in self.layers])
+        grads = mean_over_participants(federation.population, trace, self.layers)
         table = torch.cat([stats, grads.to(stats)[:, None]], dim=1).tolist()  # one host sync
         if round_index in self.ref_rounds:
             self.refs[round_index] = current
@@ -119,7 +119,20 @@ class InertiaRecorder:
 
 def shared_weights(population: Population, layers: Sequence[str]) -> dict[str, Tensor]:
     """Each tracked tensor of the shared model, flattened: the mean over all clients."""
-    return {n: population.params[n].mean(0).flatten() for n in layers}
+    return {n: population.mean_all(population.params[n]).flatten() for n in layers}
+
+
+def mean_over_participants(population: Population, trace: LocalTrace, layers) -> Tensor:
+    """Per layer, the mean over the round's participants (on every process) of their last-batch
+    gradient norms."""
+    local = (
+        torch.stack([trace.last_grad_norms[n].float().sum() for n in layers]) if layers else None
+    )
+    if not population.world.distributed:
+        return torch.stack([trace.last_grad_norms[n].float().mean() for n in layers])
+    count = torch.tensor([float(len(trace.clients))], device=population.device)
+    totals = population.world.sum(torch.cat([local, count]))
+    return totals[:-1] / totals[-1]
 
 
 def layer_stats(current: Tensor, prev: Tensor, refs: Sequence[Tensor]) -> Tensor:

@@ -45,7 +45,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from fedlab_cli.engine.population import Population, weighted_mean
+from fedlab_cli.engine.population import Population
 from fedlab_cli.models import TensorRole
 
 if TYPE_CHECKING:
@@ -227,16 +227,16 @@ class Method:
     ) -> None:
         """Weighted mean of the shared tensors over participants, sent back to every client."""
         tensors = population.tensors()
-        for name in self.shared_names(population):
-            stacked = tensors[name]
-            stacked.copy_(weighted_mean(stacked, participants, weights).expand_as(stacked))
+        means = population.mean_over(self.shared_names(population), participants, weights)
+        for name, mean in means.items():
+            tensors[name].copy_(mean.expand_as(tensors[name]))
 
     def after_aggregate(self, population: Population, round_index: int) -> None:
         """A per-client step right after aggregation; FedAvg has none."""
 
     def global_model(self, population: Population) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The server's model after aggregation: every client holds it (FedAvg sends it to all)."""
-        return population.client(0)
+        return population.client(population.first)
 
     # -- communication -----------------------------------------------------------------------
 

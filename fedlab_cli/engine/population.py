@@ -6,6 +6,10 @@ optimizer (``optimizer``: with ``training.optimizer_state: keep``). Cross-client
 (averaging, masks, overlaps) is tensor math over dim 0, never a Python loop over clients. The
 optimizer's per-client step counts are host integers: they follow from the local-step
 schedule, so keeping them on the host costs no device sync.
+
+In a run over several processes each holds the contiguous block of clients ``first …
+first + C − 1`` of ``total``; client ids stay global (``index`` turns them into rows here) and
+``mean_over`` / ``mean_all`` reduce over every process (``fedlab_cli/engine/world.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from fedlab_cli.engine.world import World
 from fedlab_cli.models import TensorRole
 
 
@@ -26,45 +31,128 @@ class Population:
     state: dict[str, Tensor] = field(default_factory=dict)
     optimizer: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     optimizer_steps: list[int] = field(default_factory=list)
+    first: int = 0  # the first client id held here
+    total: int = 0  # clients in the whole run (0: those held here)
+    world: World = field(default_factory=World)
 
     @classmethod
-    def replicate(cls, model: nn.Module, num_clients: int, device: torch.device) -> Population:
-        """All clients start from the same initial model, as in the reference."""
+    def replicate(
+        cls, model: nn.Module, num_clients: int, device: torch.device, world: World | None = None
+    ) -> Population:
+        """All clients start from the same initial model, as in the reference; with several
+        processes, this one holds its shard of the ``num_clients``."""
+        world = world or World()
+        first, last = world.bounds(num_clients)
 
         def stack(t: Tensor) -> Tensor:
-            return t.detach().to(device).unsqueeze(0).repeat(num_clients, *[1] * t.dim())
+            return t.detach().to(device).unsqueeze(0).repeat(last - first, *[1] * t.dim())
 
         return cls(
             params={n: stack(p) for n, p in model.named_parameters()},
             buffers={n: stack(b) for n, b in model.named_buffers()},
             roles=dict(model.roles),
-            optimizer_steps=[0] * num_clients,
+            optimizer_steps=[0] * (last - first),
+            first=first,
+            total=num_clients,
+            world=world,
         )
 
     @property
     def num_clients(self) -> int:
+        """Clients held here (the stacked dimension)."""
         return next(iter(self.params.values())).shape[0]
+
+    @property
+    def total_clients(self) -> int:
+        return self.total or self.num_clients
+
+    @property
+    def clients(self) -> list[int]:
+        """The ids of the clients held here."""
+        return list(range(self.first, self.first + self.num_clients))
+
+    def holds(self, client: int) -> bool:
+        return self.first <= client < self.first + self.num_clients
+
+    def local(self, clients: list[int]) -> list[int]:
+        """Those of ``clients`` held here, in order."""
+        return [c for c in clients if self.holds(c)]
 
     @property
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
     def index(self, clients: list[int]) -> Tensor:
-        """Client numbers as an index tensor on the population's device. On CUDA the copy goes
-        through pinned memory, non-blocking: a plain host-to-device copy of a Python list
-        waits for the stream, i.e. for all queued work, a sync in the middle of a round."""
-        host = torch.tensor(clients, dtype=torch.long)
-        if self.device.type != "cuda":
-            return host
-        return host.pin_memory().to(self.device, non_blocking=True)
+        """The rows of these (held) clients, as an index tensor on the population's device. On
+        CUDA the copy goes through pinned memory, non-blocking: a plain host-to-device copy of
+        a Python list waits for the stream, i.e. for all queued work, a sync mid-round."""
+        return to_device([c - self.first for c in clients], self.device)
 
     def tensors(self) -> dict[str, Tensor]:
         """Parameters and buffers together, in one name space."""
         return {**self.params, **self.buffers}
 
     def client(self, c: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Views of client ``c``'s parameters and buffers (writes go to the population)."""
-        return {n: t[c] for n, t in self.params.items()}, {n: t[c] for n, t in self.buffers.items()}
+        """Views of (held) client ``c``'s parameters and buffers (writes go to the population)."""
+        row = c - self.first
+        return {n: t[row] for n, t in self.params.items()}, {
+            n: t[row] for n, t in self.buffers.items()
+        }
+
+    def mean_over(self, names: list[str], rows: Tensor, weights: Tensor) -> dict[str, Tensor]:
+        """Per tensor, the ``weights``-weighted mean over the round's participants (``rows``
+        here, with their weights, and every other process's) — one reduction of all the tensors
+        at once, a rank without participants joining with zeros."""
+        tensors = self.tensors()
+        world = self.world
+        if not world.distributed:
+            return {n: weighted_mean(tensors[n], rows, weights) for n in names}
+        counts = self.participant_counts(rows)
+        if world.deterministic:  # the single-process arithmetic on the gathered participants
+            every = world.gather(weights, counts)
+            return {
+                n: weighted_mean(world.gather(tensors[n][rows], counts), _all(every), every)
+                for n in names
+            }
+        share = (weights / world.sum(weights.sum())).to(next(iter(tensors.values())).dtype)
+        flat = [
+            (tensors[n][rows] * share.view(-1, *[1] * tensors[n][0].dim())).sum(0).flatten()
+            for n in names
+        ]
+        summed = world.sum(torch.cat(flat)) if flat else torch.zeros(0)
+        out, start = {}, 0
+        for n in names:
+            shape = tensors[n].shape[1:]
+            out[n] = summed[start : start + shape.numel()].view(shape)
+            start += shape.numel()
+        return out
+
+    def participant_counts(self, rows: Tensor) -> list[int]:
+        """How many participants each process holds (a tiny gather of the counts)."""
+        world = self.world
+        mine = torch.tensor([len(rows)], dtype=torch.long, device=self.device)
+        return [int(n) for n in world.gather(mine, [1] * world.size).tolist()]
+
+    def gather_participants(self, rows_tensor: Tensor, rows: Tensor) -> Tensor:
+        """``rows_tensor`` (one row per participant held here) from every process, in client-id
+        order: what a method needs of the other clients (FedCAC's overlaps, LIPS's masks)."""
+        if not self.world.distributed:
+            return rows_tensor
+        return self.world.gather(rows_tensor, self.participant_counts(rows))
+
+    def mean_all(self, tensor: Tensor) -> Tensor:
+        """The mean over every client of the run of a ``[C, ...]`` tensor held here."""
+        if not self.world.distributed:
+            return tensor.mean(0)
+        if self.world.deterministic:
+            counts = [
+                b - a
+                for a, b in (
+                    self.world.bounds(self.total_clients, r) for r in range(self.world.size)
+                )
+            ]
+            return self.world.gather(tensor, counts).mean(0)
+        return self.world.sum(tensor.sum(0)) / self.total_clients
 
     def add_state(self, name: str, tensor: Tensor) -> Tensor:
         """Declare per-client state ``[C, ...]`` that the engine keeps with the clients: sliced
@@ -98,8 +186,20 @@ class Population:
             for name, slots in state.get("optimizer", {}).items()
         }
         steps = state.get("optimizer_steps")
-        if steps is not None:
+        if steps is not None and len(steps):
             self.optimizer_steps = [int(s) for s in steps.tolist()]
+
+
+def to_device(values: list[int], device: torch.device) -> Tensor:
+    """A long tensor of ``values`` on ``device`` (pinned and non-blocking on CUDA)."""
+    host = torch.tensor(values, dtype=torch.long)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def _all(weights: Tensor) -> Tensor:
+    return torch.arange(len(weights), device=weights.device)
 
 
 def weighted_mean(stacked: Tensor, clients: Tensor, weights: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedlab_cli.data.partition import ClientSplits
+from fedlab_cli.engine import checkpoint
 from fedlab_cli.engine.build import build_federation
 from fedlab_cli.engine.federation import Federation, RoundRecord
 from fedlab_cli.engine.inertia import InertiaRecorder, attach_inertia
@@ -39,7 +40,8 @@ class RunSession:
     def start(
         cls, resolved: ResolvedSpec, path: Path, progress: Progress | None = None
     ) -> RunSession:
-        """Validate everything, then create the run directory at ``path``."""
+        """Validate everything, then create the run directory at ``path`` (rank 0 of a run
+        over several processes; the others write only their checkpoint slices)."""
         run_dir = RunDir(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise FedlabError(
@@ -48,7 +50,10 @@ class RunSession:
             )
         federation = build_federation(resolved, progress=progress)
         inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
-        run_dir.create(resolved.to_yaml(), federation.splits.to_json())
+        world = federation.population.world
+        if world.is_main:
+            run_dir.create(resolved.to_yaml(), federation.splits.to_json())
+        world.barrier()
         return cls(resolved, run_dir, federation, [], federation.notice, inertia)
 
     @classmethod
@@ -68,25 +73,34 @@ class RunSession:
         if state is None or state["observers"]:  # runs from before inertia resume without it
             inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
         if state is not None:
-            federation.load_state_dict(state)
-        records = run_dir.keep_metrics_through(federation.next_round - 1)
-        if inertia is not None:
-            run_dir.keep_inertia_through(federation.next_round - 1)
+            pop = federation.population
+            held = checkpoint.load(run_dir, state, pop.first, pop.first + pop.num_clients)
+            federation.load_state_dict(held)
+        world = federation.population.world
+        if world.is_main:
+            records = run_dir.keep_metrics_through(federation.next_round - 1)
+            if inertia is not None:
+                run_dir.keep_inertia_through(federation.next_round - 1)
+        else:
+            records = run_dir.metrics()[: federation.next_round]
+        world.barrier()
         return cls(resolved, run_dir, federation, records, notice, inertia)
 
     def on_round(self, record: RoundRecord) -> None:
         """Log the round; checkpoint every ``output.checkpoint_every`` rounds and at the end."""
         line = record.to_json(with_global=self.resolved.spec.eval.global_model)
-        self.run_dir.append_metrics(line)
+        main = self.federation.population.world.is_main
+        if main:
+            self.run_dir.append_metrics(line)
         self.records.append(line)
         if self.inertia is not None:
-            self.run_dir.append_inertia(self.inertia.drain())
+            rows = self.inertia.drain()
+            if main:
+                self.run_dir.append_inertia(rows)
         out = self.resolved.spec.output
         done = record.round + 1
         if done % out.checkpoint_every == 0 or done == self.federation.rounds:
-            self.run_dir.save_checkpoint(
-                record.round, self.federation.state_dict(), out.keep_checkpoints
-            )
+            checkpoint.save(self.run_dir, record.round, self.federation, out.keep_checkpoints)
 
     def finish(self) -> dict:
         fed = self.federation
@@ -95,7 +109,11 @@ class RunSession:
         )
         summary.update(traffic_summary(self.records, fed.parameter_count, fed.method))
         summary["engine"] = fed.engine_description()
-        self.run_dir.write_summary(summary)
+        world = fed.population.world
+        summary["processes"] = world.size
+        if world.is_main:
+            self.run_dir.write_summary(summary)
+        world.barrier()
         return summary
 
 

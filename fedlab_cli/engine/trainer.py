@@ -33,7 +33,7 @@ from fedlab_cli.engine.forward import Forward, PlainForward
 from fedlab_cli.engine.method import Block, LocalTrace, Method, Phase, overrides
 from fedlab_cli.engine.optim import clip_grad_norms, make_optimizer
 from fedlab_cli.engine.plan import BlockPlan, batch_bounds, draw_plan
-from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.population import Population, to_device
 from fedlab_cli.engine.schedule import round_lr
 from fedlab_cli.models import noise
 from fedlab_cli.spec.model import TrainingSpec
@@ -167,15 +167,22 @@ class LocalTrainer:
         generator: torch.Generator,
         method: Method,
         round_index: int,
+        everyone: list[int] | None = None,
     ) -> LocalTrace:
-        """Train the listed clients in place, block by block, as the method's phases say."""
+        """Train the listed clients in place, block by block, as the method's phases say.
+
+        ``everyone`` is the round's participants on every process (default: ``clients``):
+        the round's draws are made for all of them, in order, so a client gets the same
+        batches wherever it is trained and every process's generator stays in step."""
+        everyone = clients if everyone is None else everyone
         phases = method.local_phases(round_index, self.training.local_epochs)
         epochs = sum(phase.epochs for phase in phases)
-        sizes = [data.train_sizes[c] for c in clients]
+        sizes = [data.train_sizes[c] for c in everyone]
         device = data.train_idx.device
         plan = draw_plan(
             sizes, epochs, self.training.batch_size, data.train_transform, generator, device
         )
+        in_plan = {c: i for i, c in enumerate(everyone)}
         hooks = Hooks.of(method)
         self.precision.train(True)
         results: list[BlockResult] = []
@@ -186,7 +193,7 @@ class LocalTrainer:
                     population,
                     clients,
                     g[lo:hi],
-                    plan.rows(g[lo:hi]),
+                    plan.rows([in_plan[clients[p]] for p in g[lo:hi]]),
                     data,
                     method,
                     phases,
@@ -194,7 +201,7 @@ class LocalTrainer:
                     hooks,
                 ),
             )
-        return _trace(clients, results, list(population.params), method.wants_last_gradients)
+        return _trace(clients, results, population, method.wants_last_gradients)
 
     def _train_block(
         self,
@@ -220,10 +227,12 @@ class LocalTrainer:
             for name, slots in population.optimizer.items():
                 for slot, stacked in slots.items():
                     opt_state[name][slot] = stacked.index_select(0, rows)
-        done = [population.optimizer_steps[c] for c in members] if keep else [0] * len(members)
+        done = [0] * len(members)  # each client's steps before this round
+        if keep:
+            done = [population.optimizer_steps[c - population.first] for c in members]
         block = Block(members, rows, round_index, state, self.forward)
         n = data.train_sizes[members[0]]
-        own = data.train_idx.index_select(0, rows)[:, :n]
+        own = data.train_idx.index_select(0, to_device(members, rows.device))[:, :n]
         images, labels = data.dataset.train_images, data.dataset.train_labels
         lr = round_lr(cfg, round_index)
         device = own.device
@@ -295,7 +304,7 @@ class LocalTrainer:
                     )
                 stored[slot].index_copy_(0, rows, value)
         for c in members:
-            population.optimizer_steps[c] += steps
+            population.optimizer_steps[c - population.first] += steps
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -303,32 +312,36 @@ class LocalTrainer:
     def evaluate(
         self, population: Population, data: ClientData, round_index: int = 0, scope: int = 0
     ) -> Tensor:
-        """Each client's accuracy (%) on its own test split, with its own model, ``[C]``."""
+        """Each held client's accuracy (%) on its own test split, with its own model, ``[C]``
+        (in the order of ``population.clients``)."""
         self.precision.train(False)
-        clients = list(range(population.num_clients))
-        correct = torch.zeros(len(clients), dtype=torch.long, device=data.test_idx.device)
+        clients = population.clients
+        device = data.test_idx.device
+        correct = torch.zeros(len(clients), dtype=torch.long, device=device)
         for group in groups_by_size(clients, data.test_sizes):
             hits = self.chunks.run(
                 len(group),
                 lambda lo, hi, g=group: self._correct(
-                    population, data, g[lo:hi], round_index, scope
+                    population, data, [clients[p] for p in g[lo:hi]], round_index, scope
                 ),
             )
-            correct.index_copy_(0, population.index(group), torch.cat(hits))
-        return 100.0 * correct.double() / data.test_counts.clamp_min(1)
+            correct.index_copy_(0, to_device(group, device), torch.cat(hits))
+        sizes = data.test_counts[population.first : population.first + len(clients)]
+        return 100.0 * correct.double() / sizes.clamp_min(1)
 
     def _correct(self, population, data, members, round_index, scope) -> Tensor:
         contiguous = members == list(range(members[0], members[0] + len(members)))
         if contiguous:  # views, no copy (the common case: all clients, in order)
             lo, hi = members[0], members[0] + len(members)
-            params = {n: t[lo:hi] for n, t in population.params.items()}
-            buffers = {n: t[lo:hi] for n, t in population.buffers.items()}
+            rows = slice(lo - population.first, hi - population.first)
+            params = {n: t[rows] for n, t in population.params.items()}
+            buffers = {n: t[rows] for n, t in population.buffers.items()}
             own = data.test_idx[lo:hi]
         else:
             rows = population.index(members)
             params = {n: t.index_select(0, rows) for n, t in population.params.items()}
             buffers = {n: t.index_select(0, rows) for n, t in population.buffers.items()}
-            own = data.test_idx.index_select(0, rows)
+            own = data.test_idx.index_select(0, to_device(members, rows.device))
         own = own[:, : data.test_sizes[members[0]]]
         return self._count(self.forward, params, buffers, own, data, members, round_index, scope)
 
@@ -363,14 +376,28 @@ class LocalTrainer:
         return 100.0 * float(correct.sum()) / max(1, positions.numel())
 
 
-def _trace(clients, results: list[BlockResult], names: list[str], wants_grads: bool) -> LocalTrace:
-    """The blocks' results, put back in ``clients`` order."""
+def _trace(
+    clients: list[int],
+    results: list[BlockResult],
+    population: Population,
+    wants_grads: bool,
+) -> LocalTrace:
+    """The blocks' results, put back in ``clients`` order (empty tensors for no clients)."""
+    names = list(population.params)
+    if not results:
+        empty = torch.zeros(0, device=population.device)
+        return LocalTrace(
+            clients=[],
+            losses=empty,
+            last_grad_norms={n: empty for n in names},
+            last_grads={n: population.params[n][:0] for n in names} if wants_grads else None,
+            steps=[],
+        )
     order = [p for r in results for p in r.positions]
+    in_order = order == sorted(order)
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    device = results[0].losses.device if results else torch.device("cpu")
-    inverse = inverse.to(device)
-    in_order = len(results) <= 1 or order == sorted(order)
+    inverse = inverse.to(results[0].losses.device)
 
     def gather(parts: list[Tensor]) -> Tensor:
         joined = torch.cat(parts)
@@ -382,12 +409,10 @@ def _trace(clients, results: list[BlockResult], names: list[str], wants_grads: b
             steps[p] = r.steps
     return LocalTrace(
         clients=list(clients),
-        losses=gather([r.losses for r in results]) if results else torch.zeros(0),
-        last_grad_norms={n: gather([r.norms[n] for r in results]) for n in names}
-        if results
-        else {},
+        losses=gather([r.losses for r in results]),
+        last_grad_norms={n: gather([r.norms[n] for r in results]) for n in names},
         last_grads={n: gather([r.grads[n] for r in results]) for n in names}
-        if wants_grads and results
+        if wants_grads
         else None,
         steps=steps,
     )

@@ -167,6 +167,14 @@ class EngineSpec(_Section):
         "auto", description="image batches' memory format; auto: channels_last on CPU"
     )
     tf32: bool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
+    deterministic_reduce: bool = Field(
+        False,
+        description="several processes: gather and sum in client-id order, so every world "
+        "size gives bitwise the numbers of one process (else one all_reduce per round)",
+    )
+    collective_timeout: float = Field(
+        300.0, gt=0, description="several processes: seconds a collective waits for the others"
+    )
 
 
 class InertiaSpec(_Section):

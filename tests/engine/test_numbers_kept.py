@@ -53,8 +53,7 @@ def test_quickstart_numbers_are_those_of_main_before_engine_v2(key, tmp_path, on
     session = RunSession.start(load_spec(PRESET, overrides), tmp_path / "run")
     run(session.federation, on_round=[session.on_round])
     lines = [
-        {k: v for k, v in r.items() if k not in ADDED and k != "seconds"}
-        for r in session.records
+        {k: v for k, v in r.items() if k not in ADDED and k != "seconds"} for r in session.records
     ]
     want = recorded["records"]
     if not same_environment():

@@ -1,0 +1,80 @@
+"""``fedlab run --nproc N``: N local processes through torch's own launcher (torchrun's engine).
+
+The workers are ``python -m fedlab_cli <the same arguments, less --nproc>`` started by
+``torch.distributed.launcher.api.elastic_launch`` in standalone mode (a c10d rendezvous on a
+free local port, no restarts), so a run launched here and one launched with ``torchrun
+--standalone --nproc-per-node N -m fedlab_cli run …`` are the same thing. Each worker gets an
+equal share of the CPU threads (``OMP_NUM_THREADS``): several torch processes each using every
+core oversubscribe them badly. When a worker dies the launcher stops the others and this
+process names the lost rank in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import uuid
+
+from fedlab_cli.errors import FedlabError
+
+
+class WorkerFailedError(FedlabError):
+    """A worker process of a multi-process run ended with an error or a signal."""
+
+    exit_code = 1
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (the workers must not launch again)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        if item.startswith("--nproc="):
+            continue
+        out.append(item)
+    return out
+
+
+def launch(nproc: int, argv: list[str]) -> None:
+    """Run ``fedlab <argv>`` in ``nproc`` local processes; raise one line on a worker's failure."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ["FEDLAB_THREADS"] = str(threads)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.2,
+        start_method="spawn",
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "fedlab_cli", *strip_nproc(argv))
+    except ChildFailedError as err:
+        raise WorkerFailedError(describe_failures(err.failures, nproc)) from None
+
+
+def describe_failures(failures: dict, nproc: int) -> str:
+    """One line naming the first lost rank and how it ended."""
+    rank = min(failures)
+    failure = failures[rank]
+    code = failure.exitcode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    others = sorted(r for r in failures if r != rank)
+    also = f" (and rank {', '.join(map(str, others))})" if others else ""
+    return (
+        f"distributed: rank {rank} of {nproc} ended with {how}{also}; the other ranks were "
+        "stopped — resume from the last checkpoint with `fedlab run --resume RUN_DIR`"
+    )
