@@ -10,10 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedlab_cli.data.registry import DATASETS
 from fedlab_cli.models import MODELS
+from fedlab_cli.spec.types import (
+    MAX_ALPHA,
+    MIN_ALPHA,
+    FieldProblem,
+    FiniteFloat,
+    NonNegativeCount,
+    Seed,
+    SpecPath,
+    StrictBool,
+    StrictCount,
+    StrictInt,
+)
 
 
 class _Section(BaseModel):
@@ -22,13 +34,13 @@ class _Section(BaseModel):
 
 class DataSpec(_Section):
     dataset: str
-    root: Path = Path("data")
-    download: bool = True
-    num_clients: int = Field(100, ge=1)
-    alpha: float = Field(0.1, gt=0)
-    train_per_client: int = Field(100, ge=1)
-    test_per_client: int = Field(400, ge=1)
-    augment: bool = True
+    root: SpecPath = Path("data")
+    download: StrictBool = True
+    num_clients: StrictCount = Field(100, ge=1)
+    alpha: FiniteFloat = Field(0.1, ge=MIN_ALPHA, le=MAX_ALPHA)
+    train_per_client: StrictCount = Field(100, ge=1)
+    test_per_client: StrictCount = Field(400, ge=1)
+    augment: StrictBool = True
 
     @field_validator("dataset")
     @classmethod
@@ -50,16 +62,16 @@ class ModelSpec(_Section):
 
 
 class FederationSpec(_Section):
-    rounds: int = Field(300, ge=1)
-    participation: float = Field(1.0, gt=0, le=1)
+    rounds: StrictCount = Field(300, ge=1)
+    participation: FiniteFloat = Field(1.0, gt=0, le=1)
 
 
 class TrainingSpec(_Section):
-    local_epochs: int = Field(5, ge=1)
-    batch_size: int = Field(100, ge=1)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    local_epochs: StrictCount = Field(5, ge=1)
+    batch_size: StrictCount = Field(100, ge=1)
+    lr: FiniteFloat = Field(0.1, gt=0)
+    momentum: FiniteFloat = Field(0.9, ge=0, lt=1)
+    weight_decay: FiniteFloat = Field(0.0, ge=0)
 
 
 class MethodSpec(BaseModel):
@@ -70,7 +82,7 @@ class MethodSpec(BaseModel):
 
 
 class EvalSpec(_Section):
-    every: int = Field(1, ge=1)
+    every: StrictCount = Field(1, ge=1)
 
 
 class EngineSpec(_Section):
@@ -80,7 +92,7 @@ class EngineSpec(_Section):
     strategy: Literal["auto", "sequential", "vectorized"] = Field(
         "auto", description="auto: sequential on CPU, vectorized on CUDA"
     )
-    chunk_size: int | None = Field(
+    chunk_size: StrictCount | None = Field(
         None, ge=1, description="vectorized: clients per batched computation; none = from memory"
     )
     autocast: Literal["none", "bf16"] = Field(
@@ -89,19 +101,22 @@ class EngineSpec(_Section):
     layout: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="image batches' memory format; auto: channels_last on CPU"
     )
-    tf32: bool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
+    tf32: StrictBool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
+
+
+DEFAULT_REF_ROUNDS = [2]
 
 
 class InertiaSpec(_Section):
     """Layer-wise inertia recording (cosine of the shared model to reference rounds)."""
 
-    ref_rounds: list[int] = Field(default_factory=lambda: [2])
+    ref_rounds: list[StrictInt] = Field(default_factory=lambda: list(DEFAULT_REF_ROUNDS))
 
 
 class OutputSpec(_Section):
-    dir: Path | None = None
-    checkpoint_every: int = Field(50, ge=1)
-    keep_checkpoints: int = Field(2, ge=0, description="0 keeps every checkpoint")
+    dir: SpecPath | None = None
+    checkpoint_every: StrictCount = Field(50, ge=1)
+    keep_checkpoints: NonNegativeCount = Field(2, ge=0, description="0 keeps every checkpoint")
 
 
 class RunSpec(_Section):
@@ -113,5 +128,29 @@ class RunSpec(_Section):
     eval: EvalSpec = EvalSpec()
     engine: EngineSpec = EngineSpec()
     inertia: InertiaSpec = InertiaSpec()
-    seed: int = Field(0, ge=0)
+    seed: Seed = Field(0, ge=0)
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        """Rules across sections, checked before any data is loaded or memory allocated."""
+        rounds = self.federation.rounds
+        refs = self.inertia.ref_rounds
+        late = [r for r in refs if r >= rounds]
+        if late and refs != DEFAULT_REF_ROUNDS:  # the default just records no cos_ref then
+            raise FieldProblem(
+                "inertia.ref_rounds",
+                f"reference round {late[0]} is never reached: rounds are 0-based and "
+                f"federation.rounds is {rounds}",
+                refs,
+            )
+        info = DATASETS[self.data.dataset]
+        for field, wanted, pool in (
+            ("train_per_client", self.data.train_per_client, info.train_pool),
+            ("test_per_client", self.data.test_per_client, info.test_pool),
+        ):
+            if wanted > pool:
+                raise FieldProblem(
+                    f"data.{field}", f"{wanted} exceeds the pool of {pool} samples", wanted
+                )
+        return self
