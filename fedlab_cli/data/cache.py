@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fedlab_cli.atomic import atomic_torch_save
+from fedlab_cli.atomic import WriteFailedError, atomic_torch_save
 from fedlab_cli.data.base import ImageDataset
 
 CACHE_VERSION = 1
@@ -56,7 +56,7 @@ def write_cache(path: Path, dataset: ImageDataset) -> None:
     }
     try:
         atomic_torch_save(payload, path)
-    except OSError as exc:
+    except (OSError, WriteFailedError) as exc:
         warnings.warn(f"could not write dataset cache {path}: {exc}", stacklevel=2)
 
 
