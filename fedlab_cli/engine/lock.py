@@ -153,8 +153,12 @@ class RunLock:
         self._held = None
         self._remove_created_dirs()
 
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
     def __enter__(self) -> RunLock:
-        return self.acquire()
+        return self if self.held else self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
