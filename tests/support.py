@@ -138,3 +138,14 @@ def finished_run(path: Path, rounds: int = 3, finish: bool = True, **sections) -
     if finish:
         session.finish()
     return path
+
+
+def assert_one_line_refusal(result, fragment: str = "", code: int = 2) -> str:
+    """A CliRunner result that failed the way every bad input must: the exit code, exactly one
+    ``error:`` line on stderr, no traceback anywhere. Returns the line."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and fragment in lines[0], (fragment, lines[0])
+    return lines[0]

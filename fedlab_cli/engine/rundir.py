@@ -103,7 +103,7 @@ class LogRead:
 
     ``damaged_lines`` are 1-based line numbers of complete lines that are not valid records
     (garbage, a wrong type, an edited line); ``torn_tail`` is True when the last line lacks its
-    newline and does not parse: a write cut short by a crash, expected and harmless.
+    newline: a write cut short by a crash, expected and harmless, never read as a record.
     """
 
     file: str
@@ -410,15 +410,13 @@ def _read_log(path: Path, name: str, parse: Callable[[str], dict], header: bool 
     if not path.is_file():
         return LogRead(name, [], [])
     raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    torn = bool(lines) and lines[-1] != b""
-    if not torn:
-        lines = lines[:-1]
+    *lines, tail = raw.split(b"\n")
+    torn = tail != b""  # every record ends with a newline: an unterminated last line was cut
+    # short by a crash and is never read, even where what is left parses (``0.79`` -> ``0``)
     records: list[dict] = []
     damaged: list[int] = []
     reasons: dict[int, str] = {}
     for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
         try:
             text = line.decode("utf-8")
             if header and number == 1:
@@ -427,11 +425,9 @@ def _read_log(path: Path, name: str, parse: Callable[[str], dict], header: bool 
                 continue
             records.append(parse(text))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as err:
-            if last and torn:  # a write cut short by a crash: not damage
-                return LogRead(name, records, damaged, True, reasons)
             damaged.append(number)
             reasons[number] = _one_line(err)
-    return LogRead(name, records, damaged, False, reasons)
+    return LogRead(name, records, damaged, torn, reasons)
 
 
 def _metrics_record(text: str) -> dict:
