@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import typer
 from typer import _click
 from typer.core import TyperGroup
 
@@ -81,7 +82,7 @@ class FedlabGroup(TyperGroup):
         except _click.exceptions.ClickException as err:
             _say(f"error: {usage_line(err)}")
             return err.exit_code
-        except _click.exceptions.Abort:
+        except typer.Abort:
             _say("error: interrupted")
             return 130
         except (FedlabError, TrainingDivergedError) as err:

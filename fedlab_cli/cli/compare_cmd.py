@@ -176,6 +176,7 @@ class ProgressView(CompareEvents):
     def run_started(self, run: PlannedRun, session: RunSession) -> None:
         fed = session.federation
         self.session = session
+        self.stop.arm()
         self.current = f"{run.method} seed {run.seed}"
         if session.notice:
             self.console.print(f"[bold yellow]WARNING:[/bold yellow] {session.notice}")

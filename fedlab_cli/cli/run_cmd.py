@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -42,12 +44,13 @@ def run_command(
 ) -> None:
     """Train one federation of clients and write its run directory."""
     console = Console(stderr=as_json, quiet=quiet)
-    with user_errors():
+    stop = StopAfterRound()
+    with user_errors(), stop, _aborts_before_training(stop):
         if resume is not None:
             if spec is not None or overrides:
                 raise fail("--resume takes no spec and no --set: the run dir holds its spec")
             target = resume
-            summary = _resume(resume, console)
+            summary = _resume(resume, console, stop)
         else:
             if spec is None:
                 raise fail("give a run spec (or a preset name), or --resume RUN_DIR")
@@ -60,7 +63,7 @@ def run_command(
                     console, lambda p: RunSession.start(resolved, target, p)
                 )
                 report_crashes_in(target)
-                summary = _train(session, console)
+                summary = _train(session, console, stop)
     if as_json:
         print(json.dumps({"run_dir": str(target), **summary}, indent=2))
     elif not quiet:
@@ -68,7 +71,7 @@ def run_command(
         console.print(f"layer inertia: fedlab inertia report {target}", highlight=False)
 
 
-def _resume(path: Path, console: Console) -> dict:
+def _resume(path: Path, console: Console, stop: StopAfterRound) -> dict:
     if (path / "summary.json").is_file():
         console.print(f"[green]{path} is already complete.[/green]", soft_wrap=True)
         return json.loads((path / "summary.json").read_text())
@@ -78,7 +81,7 @@ def _resume(path: Path, console: Console) -> dict:
     with _locked(path, "--resume", console):
         report_crashes_in(path)
         session = _with_decode_progress(console, lambda p: RunSession.resume(path, p))
-        return _train(session, console)
+        return _train(session, console, stop)
 
 
 def _locked(directory: Path, what: str, console: Console) -> RunLock:
@@ -89,7 +92,17 @@ def _locked(directory: Path, what: str, console: Console) -> RunLock:
     return lock
 
 
-def _train(session: RunSession, console: Console) -> dict:
+@contextmanager
+def _aborts_before_training(stop: StopAfterRound) -> Iterator[None]:
+    """Ctrl-C or SIGTERM while data loads: one line and 128 + the signal, nothing to resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("error: interrupted before training started", file=sys.stderr)
+        raise typer.Exit(stop.abort_code) from None
+
+
+def _train(session: RunSession, console: Console, stop: StopAfterRound) -> dict:
     if session.notice:
         Console(stderr=True).print(f"[bold yellow]WARNING:[/bold yellow] {session.notice}")
     fed = session.federation
@@ -100,9 +113,9 @@ def _train(session: RunSession, console: Console) -> dict:
         f"{fed.strategy.name} · → {session.run_dir.path}"
     )
     resume_hint = f"continue with `fedlab run --resume {session.run_dir.path}`"
-    stop = StopAfterRound()
+    stop.arm()
     try:
-        with stop, LiveRoundView(console, title, fed.rounds, fed.next_round) as view:
+        with LiveRoundView(console, title, fed.rounds, fed.next_round) as view:
             run(fed, on_round=[session.on_round, view.update, stop.callback(session)])
     except StopRequested as request:
         print(

@@ -1,10 +1,12 @@
 """Ctrl-C and SIGTERM during training: finish the round, checkpoint, say how to resume.
 
-The first SIGINT or SIGTERM only sets a flag; ``StopAfterRound.callback`` (an ``on_round``
-callback placed after the session's own) sees it once the round is logged, saves a checkpoint
-of exactly that round and raises ``StopRequested``. The command then prints the resume command
-and exits 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second signal aborts at
-once (``KeyboardInterrupt``): the run then resumes from its last regular checkpoint.
+Before training starts (loading data, building the federation) a signal aborts at once. Once
+training runs, the first SIGINT or SIGTERM only sets a flag; ``StopAfterRound.callback`` (an
+``on_round`` callback placed after the session's own) sees it once the round is logged, saves a
+checkpoint of exactly that round and raises ``StopRequested``. The command then prints the
+resume command and exits 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second
+signal aborts at once (``KeyboardInterrupt``): the run then resumes from its last regular
+checkpoint.
 
 The engine is not involved: the checkpoint is the one ``RunSession.on_round`` writes, with the
 same state and the same ``keep_checkpoints`` pruning.
@@ -41,6 +43,7 @@ class StopAfterRound:
     def __init__(self, announce: Callable[[str], None] | None = None) -> None:
         self.signum: int | None = None
         self.abort_signum: int | None = None
+        self.armed = False
         self._announce = announce or (lambda text: print(text, file=sys.stderr))
         self._previous: dict[int, Any] = {}
 
@@ -60,8 +63,12 @@ class StopAfterRound:
         """The exit code of an immediate abort: 128 + the (second) signal, 130 by default."""
         return 128 + (self.abort_signum or signal.SIGINT)
 
+    def arm(self) -> None:
+        """Training starts: from now on a first signal stops after the round instead."""
+        self.armed = True
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
+        if not self.armed or self.signum is not None:
             self.abort_signum = signum
             raise KeyboardInterrupt
         self.signum = signum

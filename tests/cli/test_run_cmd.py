@@ -226,3 +226,20 @@ def test_a_second_ctrl_c_aborts_at_once(spec_file, tmp_path, monkeypatch):
         f"interrupted after round 0; continue with `fedlab run --resume {out}`"
     )
     assert not (out / "checkpoints").exists()  # no clean stop: no extra checkpoint
+
+
+def test_sigterm_while_data_loads_aborts_at_once_with_143(spec_file, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from fedlab_cli.engine.session import RunSession
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal should have stopped us")
+
+    monkeypatch.setattr(RunSession, "start", terminated)
+    result = invoke("run", spec_file, "--set", f"output.dir={tmp_path / 'out'}", "--quiet")
+    assert result.exit_code == 143
+    assert result.stderr.strip() == "error: interrupted before training started"
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.lock").exists()
