@@ -80,6 +80,7 @@ def _resume(path: Path, console: Console, stop: StopAfterRound) -> dict:
     check_output_dir(path, "--resume")
     with _locked(path, "--resume", console):
         report_crashes_in(path)
+        RunDir(path).verify()  # an edited spec.yaml or a damaged partition.json: refuse, naming it
         session = _with_decode_progress(console, lambda p: RunSession.resume(path, p))
         return _train(session, console, stop)
 

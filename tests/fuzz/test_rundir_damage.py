@@ -47,6 +47,17 @@ def copy(pristine, tmp_path):
     return shutil.copytree(pristine, tmp_path / "run")
 
 
+@pytest.fixture(scope="module")
+def interrupted_pristine(tmp_path_factory):
+    """Three rounds trained and checkpointed, no summary: what --resume continues."""
+    return finished_run(tmp_path_factory.mktemp("interrupted") / "run", finish=False)
+
+
+@pytest.fixture
+def interrupted(interrupted_pristine, tmp_path):
+    return shutil.copytree(interrupted_pristine, tmp_path / "run")
+
+
 def damage(root: Path, name: str, how: str) -> tuple[bytes, bytes | None]:
     path = root / name
     before = path.read_bytes()
@@ -174,9 +185,29 @@ def test_any_garbage_metrics_line_loses_only_itself(pristine, tmp_path, line, ju
 
 
 @pytest.mark.parametrize("how", ["truncate", "garble", "empty"])
-def test_resume_from_a_damaged_newest_checkpoint_is_one_line(copy, how):
-    (copy / "summary.json").unlink()  # an interrupted run
+def test_resume_from_a_damaged_newest_checkpoint_is_one_line(interrupted, how):
+    copy = interrupted
     damage(copy, CHECKPOINTS[-1], how)
     result = CliRunner().invoke(app, ["run", "--resume", str(copy)])
     line = assert_one_line_refusal(result, f"{copy}: checkpoints/round_0002.pt: ")
     assert line.endswith("; newest intact: checkpoints/round_0001.pt")
+
+
+@pytest.mark.parametrize(
+    "name, how, problem",
+    [
+        ("spec.yaml", "garble", "content differs from manifest.json (edited or damaged)"),
+        ("partition.json", "truncate", "truncated or edited after it was written"),
+        ("partition.json", "delete", None),
+    ],
+)
+def test_resume_refuses_an_edited_spec_or_damaged_partition(interrupted, name, how, problem):
+    copy = interrupted
+    damage(copy, name, how)
+    before = snapshot(copy)
+    result = CliRunner().invoke(app, ["run", "--resume", str(copy)])
+    if problem is None:  # no partition.json: not a run dir any more
+        assert_one_line_refusal(result, "--resume: ")
+    else:
+        assert_one_line_refusal(result, f"{copy}: {name}: ").endswith(problem)
+    assert snapshot(copy) == before
