@@ -34,7 +34,14 @@ from typing import Any
 import torch
 import yaml
 
-from fedlab_cli.atomic import Written, atomic_torch_save, atomic_write_text
+from fedlab_cli.atomic import (
+    DISK_FULL,
+    WriteFailedError,
+    Written,
+    atomic_torch_save,
+    atomic_write_text,
+    human_bytes,
+)
 from fedlab_cli.errors import FedlabError
 
 SPEC, PARTITION, METRICS, SUMMARY, CHECKPOINTS = (
@@ -542,8 +549,17 @@ def _csv_cell(value: object) -> object:
 
 
 def _append(path: Path, text: str) -> None:
-    """Append with one write, flushed to disk: a crash loses at most this (partial) line."""
-    with open(path, "a", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append with one write, flushed to disk: a crash loses at most this (partial) line, and
+    a full disk is one line naming the log (the earlier lines are intact)."""
+    try:
+        with open(path, "a", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise WriteFailedError(
+                f"{path}: disk full while appending {human_bytes(len(text.encode()))}; the "
+                "earlier lines are intact — free some space and resume"
+            ) from None
+        raise WriteFailedError(f"{path}: cannot append ({err.strerror})") from None

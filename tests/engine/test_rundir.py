@@ -228,3 +228,41 @@ def test_inertia_rows_keep_every_intact_row(run_dir):
     with pytest.warns(RunDirNotice, match="inertia.csv: line 1 is damaged"):
         run_dir.keep_inertia_through(5)
     assert run_dir.read_inertia().damaged_lines == []
+
+
+def test_a_full_disk_while_appending_is_one_line(run_dir, monkeypatch):
+    import builtins
+    import errno
+
+    from fedlab_cli.atomic import WriteFailedError
+
+    real_open = builtins.open
+    path = run_dir.path / "metrics.jsonl"
+    before = path.read_bytes()
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def full_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return Full(handle) if "a" in mode else handle
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(WriteFailedError) as err:
+        run_dir.append_metrics({"round": 3})
+    assert str(err.value) == (
+        f"{path}: disk full while appending 13 B; the earlier lines are intact — free some "
+        "space and resume"
+    )
+    monkeypatch.undo()
+    assert path.read_bytes() == before
