@@ -127,3 +127,40 @@ def fail_chunks_above(monkeypatch, limit: int, after_steps: int = 0) -> None:
             self.optimizer.step = step
 
     monkeypatch.setattr(LocalTrainer, "_train_block", train_block)
+
+
+def finished_run(path: Path, rounds: int = 3, finish: bool = True, **sections) -> Path:
+    """A small real run dir on digits (a checkpoint every round, all kept) at ``path``."""
+    from fedlab_cli.engine.federation import run
+    from fedlab_cli.engine.session import RunSession
+    from fedlab_cli.spec.load import resolve
+
+    raw = {
+        "data": {"dataset": "digits", "num_clients": 3, "alpha": 0.5,
+                 "train_per_client": 20, "test_per_client": 10},
+        "model": {"name": "small_cnn"},
+        "federation": {"rounds": rounds},
+        "training": {"local_epochs": 1, "batch_size": 10, "lr": 0.05},
+        "method": {"name": "fedavg"},
+        "inertia": {"ref_rounds": [0]},
+        "engine": {"device": "cpu"},
+        "output": {"dir": str(path), "checkpoint_every": 1, "keep_checkpoints": 0},
+    }  # fmt: skip
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    session = RunSession.start(resolve(raw), path)
+    run(session.federation, on_round=[session.on_round])
+    if finish:
+        session.finish()
+    return path
+
+
+def assert_one_line_refusal(result, fragment: str = "", code: int = 2) -> str:
+    """A CliRunner result that failed the way every bad input must: the exit code, exactly one
+    ``error:`` line on stderr, no traceback anywhere. Returns the line."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedlab_cli.cli.boundary import report_crashes_in
 from fedlab_cli.cli.errors import fail, user_errors
 from fedlab_cli.cli.presets import find_spec
+from fedlab_cli.cli.signals import StopAfterRound, StopRequested
 from fedlab_cli.engine.compare import CompareEvents, PlannedRun, execute, plan_compare
 from fedlab_cli.engine.federation import RoundRecord
+from fedlab_cli.engine.lock import RunLock
 from fedlab_cli.engine.session import RunSession
+from fedlab_cli.paths import check_output_dir
 from fedlab_cli.report.compare import RunResult, compare, comparison_table, write_files
+from fedlab_cli.spec.types import MAX_SEED
 
 DEFAULT_PRESET = "cifar10_fedbn"
 """The paper's CIFAR-10 protocol (VGG6, Dir 0.5, 100 clients x 100/400, 300 rounds)."""
@@ -51,31 +57,25 @@ def compare_command(
         seed_list = parse_seeds(seeds)
         path = find_spec(preset)
         target = out or default_out(path, methods, shortcuts)
+        check_output_dir(target, "--out")
         plan = plan_compare(path, methods, seed_list, target, shortcuts, overrides)
-        _announce(progress_console, plan, target)
-        view = ProgressView(progress_console, len(plan))
-        try:
-            with view.progress:
-                completed = execute(plan, target, view, view.decode_progress)
-        except KeyboardInterrupt:
-            print(
-                f"interrupted during {view.current}; finished runs are kept in {target} — "
-                "rerun the same command to continue",
-                file=sys.stderr,
-            )
-            raise typer.Exit(130) from None
-    results = [
-        RunResult.from_summary(c.summary, c.path, c.init_sha256, c.partition_sha256)
-        for c in completed
-    ]
-    comparison = compare(results, methods)
-    context = {
-        "preset": str(path),
-        "compare_dir": str(target),
-        "shortcuts": {k: v for k, v in shortcuts.items() if v is not None},
-        "overrides": overrides,
-    }
-    files = write_files(target, results, comparison, context)
+        with ExitStack() as locks:
+            _lock_all(locks, target, plan, progress_console)
+            _announce(progress_console, plan, target)
+            report_crashes_in(target)
+            completed = _execute(plan, target, progress_console)
+            results = [
+                RunResult.from_summary(c.summary, c.path, c.init_sha256, c.partition_sha256)
+                for c in completed
+            ]
+            comparison = compare(results, methods)
+            context = {
+                "preset": str(path),
+                "compare_dir": str(target),
+                "shortcuts": {k: v for k, v in shortcuts.items() if v is not None},
+                "overrides": overrides,
+            }
+            files = write_files(target, results, comparison, context)
     if as_json:
         print(files[-1].read_text(), end="")
     elif not quiet:
@@ -84,14 +84,48 @@ def compare_command(
         console.print(f"files: {', '.join(str(f) for f in files)}", soft_wrap=True)
 
 
+def _lock_all(locks: ExitStack, target: Path, plan: list[PlannedRun], console: Console) -> None:
+    """Own the compare dir and every run dir of the plan, so that neither a second compare nor
+    a ``fedlab run --resume`` of one of its runs writes into them at the same time."""
+    for directory in [target, *(p.path for p in plan)]:
+        lock = locks.enter_context(RunLock(directory, "--out"))
+        if lock.notice:
+            console.print(f"[bold yellow]WARNING:[/bold yellow] {lock.notice}")
+
+
+def _execute(plan: list[PlannedRun], target: Path, console: Console):
+    """Every planned run; a signal stops after the current round with a checkpoint."""
+    view = ProgressView(console, len(plan))
+    continue_hint = f"finished runs are kept in {target} — rerun the same command to continue"
+    try:
+        with view.stop, view.progress:
+            return execute(plan, target, view, view.decode_progress)
+    except StopRequested as request:
+        print(
+            f"stopped {view.current} after round {request.last_round} (checkpoint saved); "
+            f"{continue_hint}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(request.exit_code) from None
+    except KeyboardInterrupt:
+        print(f"interrupted during {view.current}; {continue_hint}", file=sys.stderr)
+        raise typer.Exit(view.stop.abort_code) from None
+
+
 def parse_seeds(text: str) -> list[int]:
     """``0,1,2`` -> [0, 1, 2]; anything else is a one-line error."""
+    shown = text if len(text) <= 80 else text[:77] + "..."
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise fail(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise fail(f"--seeds: expected distinct non-negative integers like 0,1,2, got {text!r}")
+        expected = "expected comma-separated integers like 0,1,2"
+        raise fail(f"--seeds: {expected}, got {shown!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise fail(f"--seeds: expected distinct non-negative integers like 0,1,2, got {shown!r}")
+    if any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise fail(
+            f"--seeds: seeds are integers from 0 to {MAX_SEED} (numpy's range), got {shown!r}"
+        )
     return seeds
 
 
@@ -136,9 +170,13 @@ class ProgressView(CompareEvents):
         self.rounds = self.progress.add_task("", total=1, visible=False)
         self.decoding: dict[str, int] = {}
         self.current = "the first run"
+        self.stop = StopAfterRound(lambda text: console.print(text, highlight=False))
+        self.session: RunSession | None = None
 
     def run_started(self, run: PlannedRun, session: RunSession) -> None:
         fed = session.federation
+        self.session = session
+        self.stop.arm()
         self.current = f"{run.method} seed {run.seed}"
         if session.notice:
             self.console.print(f"[bold yellow]WARNING:[/bold yellow] {session.notice}")
@@ -155,12 +193,14 @@ class ProgressView(CompareEvents):
     def round_done(self, run: PlannedRun, record: RoundRecord) -> None:
         if record.acc_agg is None:  # not an evaluation round: keep the last accuracy shown
             self.progress.update(self.rounds, completed=record.round + 1)
-            return
-        self.progress.update(
-            self.rounds,
-            completed=record.round + 1,
-            description=f"{self.current} · acc_agg {record.acc_agg:6.2f} · rounds",
-        )
+        else:
+            self.progress.update(
+                self.rounds,
+                completed=record.round + 1,
+                description=f"{self.current} · acc_agg {record.acc_agg:6.2f} · rounds",
+            )
+        if self.session is not None:  # after a signal: checkpoint this round and stop
+            self.stop.callback(self.session)(record)
 
     def run_done(self, run: PlannedRun, summary: dict) -> None:
         how = {"done": "reused", "resume": "resumed", "start": "trained"}[run.status]

@@ -8,11 +8,15 @@ from contextlib import contextmanager
 
 import typer
 
+from fedlab_cli.cli import worker
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
+    """One line on stderr; in a run over several processes a refused input is said by rank 0
+    alone (every rank refuses the same spec)."""
+    if code != 2 or worker.is_main():
+        print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 

@@ -11,8 +11,10 @@ import typer
 from rich.console import Console
 
 from fedlab_cli.cli.errors import fail, user_errors
+from fedlab_cli.paths import check_output_file
 from fedlab_cli.report.inertia import (
     DEFAULT_THRESHOLD,
+    FIGURE_SUFFIXES,
     METRICS,
     load_runs,
     pick_ref_round,
@@ -61,8 +63,8 @@ def report_command(
             raise fail(f"--threshold: a cosine between -1 and 1 (got {threshold})")
         if as_csv and as_json:
             raise fail("--csv and --json: give one of them")
-        if png is not None and not png.parent.is_dir():
-            raise fail(f"--png: no such directory {str(png.parent)!r}")
+        if png is not None:
+            check_output_file(png, "--png", FIGURE_SUFFIXES)
         runs = load_runs(run_dirs)
         ref = pick_ref_round(runs, ref_round)
         if png is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -37,3 +39,18 @@ class ImageDataset:
             test_labels=self.test_labels.to(device),
             num_classes=self.num_classes,
         )
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """The raw release files a decoded cache is made from, and the pool sizes they must give.
+
+    The cache records the files' names, sizes and modification times, so replaced or edited raw
+    files make it stale; ``train``/``test`` (None where the files alone decide) catch a cache
+    decoded from short files.
+    """
+
+    folder: str
+    files: Callable[[Path], list[Path]]
+    train: int | None
+    test: int | None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.data.base import ImageDataset, RawSource
 from fedlab_cli.data.download import Archive, ensure_files, one_line
 from fedlab_cli.errors import DatasetUnavailableError
 
@@ -38,10 +38,28 @@ class CifarRelease:
     num_classes: int
     url: str
     md5: str
+    train_images_per_file: int
+    test_images_per_file: int
 
     @property
     def archive(self) -> Archive:
         return Archive(self.name, self.url, self.md5, self.folder)
+
+    def images_in(self, file_name: str) -> int:
+        """How many images the official release has in batch file ``file_name``."""
+        if file_name in self.train_files:
+            return self.train_images_per_file
+        return self.test_images_per_file
+
+    @property
+    def raw_source(self) -> RawSource:
+        files = [*self.train_files, *self.test_files]
+        return RawSource(
+            folder=self.folder,
+            files=lambda folder: [folder / name for name in files],
+            train=self.train_images_per_file * len(self.train_files),
+            test=self.test_images_per_file * len(self.test_files),
+        )
 
 
 CIFAR10 = CifarRelease(
@@ -53,6 +71,8 @@ CIFAR10 = CifarRelease(
     num_classes=10,
     url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     md5="c58f30108f718f92721af3b95e74349a",
+    train_images_per_file=10000,
+    test_images_per_file=10000,
 )
 
 CIFAR100 = CifarRelease(
@@ -64,6 +84,8 @@ CIFAR100 = CifarRelease(
     num_classes=100,
     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     md5="eb9058c3a382ffc7106e4002c42a8d85",
+    train_images_per_file=50000,
+    test_images_per_file=10000,
 )
 
 
@@ -131,6 +153,9 @@ def _read_batch(path: Path, release: CifarRelease) -> tuple[np.ndarray, np.ndarr
         raise _bad(path, release, f"{len(labels)} labels for {len(data)} images")
     if len(labels) and (labels.min() < 0 or labels.max() >= release.num_classes):
         raise _bad(path, release, f"label out of range 0..{release.num_classes - 1}")
+    expected = release.images_in(path.name)
+    if len(data) != expected:  # a cut or foreign batch would silently shrink the pool
+        raise _bad(path, release, f"{len(data)} images, the release has {expected}")
     return data.reshape(-1, 3, _SIDE, _SIDE), labels.astype(np.int64)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +23,40 @@ class Archive:
 
 
 def fetch(archive: Archive, root: Path) -> str | None:
-    """Download, verify (md5) and extract ``archive`` into ``root``; a failure as one line."""
+    """Download, verify (md5) and extract ``archive`` into ``root``; a failure as one line.
+
+    A failed or interrupted download removes what it created (the data root if it was new,
+    the partial archive, a half-extracted folder), so no empty or partial folder is left to
+    look like a dataset.
+    """
     from torchvision.datasets import utils as tv_utils
 
+    created = [
+        p for p in (root, root / archive.folder, root / archive_file(archive)) if not p.exists()
+    ]
     try:
         tv_utils.download_and_extract_archive(archive.url, str(root), md5=archive.md5)
-    except Exception as exc:  # URLError, md5 mismatch, bad archive...: report, never a traceback
+    except BaseException as exc:  # URLError, md5 mismatch, bad archive, Ctrl-C...
+        remove_created(created)
+        if not isinstance(exc, Exception):
+            raise
         return one_line(exc)
     return None
+
+
+def archive_file(archive: Archive) -> str:
+    """The file name the archive is downloaded to under the root (torchvision's choice)."""
+    return os.path.basename(archive.url)
+
+
+def remove_created(paths: list[Path]) -> None:
+    """Remove paths a failed download created (they did not exist before it started)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def ensure_files(archive: Archive, root: Path, download: bool, missing_in) -> Path:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fedlab_cli.data.base import ImageDataset
+from fedlab_cli.data.base import ImageDataset, RawSource
 from fedlab_cli.data.download import Archive, ensure_files, one_line
 from fedlab_cli.errors import DatasetUnavailableError
 
@@ -146,6 +146,20 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise _bad(path, one_line(exc)) from None
+
+
+def source_files(folder: Path) -> list[Path]:
+    """Every file the decoder reads: the class list, the val annotations and all images of
+    ``train/`` and ``val/images`` (``test/`` is unlabeled and never read)."""
+    files = [folder / "wnids.txt", folder / "val" / "val_annotations.txt"]
+    for top in (folder / "train", folder / "val" / "images"):
+        for directory, _, names in os.walk(top):
+            files.extend(Path(directory) / name for name in names)
+    return sorted(files)
+
+
+RAW_SOURCE = RawSource(folder=FOLDER, files=source_files, train=None, test=None)
+"""Pool sizes follow from the listing (the 10-class sample release is smaller than the full)."""
 
 
 def _missing(folder: Path) -> list[str]:

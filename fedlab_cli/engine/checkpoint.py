@@ -18,10 +18,9 @@ import torch
 
 from fedlab_cli.atomic import atomic_torch_save
 from fedlab_cli.engine.federation import Federation
-from fedlab_cli.engine.rundir import CHECKPOINTS, RunDir
+from fedlab_cli.engine.rundir import RunDir
 from fedlab_cli.errors import FedlabError
 
-SHARDS = "shards"
 FORMAT = 2
 
 
@@ -34,31 +33,23 @@ def save(run_dir: RunDir, round_index: int, federation: Federation, keep: int) -
     population = federation.population
     world = population.world
     first, last = population.first, population.first + population.num_clients
-    folder = run_dir.path / CHECKPOINTS / SHARDS
     atomic_torch_save(
         {"first": first, "last": last, "population": population.state_dict()},
-        folder / shard_name(round_index, first, last),
+        run_dir.shard_path(shard_name(round_index, first, last)),
     )
     world.barrier()
     if world.is_main:
         bounds = [world.bounds(population.total_clients, r) for r in range(world.size)]
+        shards = [shard_name(round_index, a, b) for a, b in bounds]
+        run_dir.record_shards(shards)
         manifest = {
             **federation.global_state(),
             "format": FORMAT,
             "clients": population.total_clients,
-            "shards": [shard_name(round_index, a, b) for a, b in bounds],
+            "shards": shards,
         }
         run_dir.save_checkpoint(round_index, manifest, keep)
-        prune_shards(run_dir)
     world.barrier()
-
-
-def prune_shards(run_dir: RunDir) -> None:
-    """Remove the slices of rounds whose manifest is gone (kept checkpoints only)."""
-    kept = {path.stem for path in run_dir.checkpoints()}
-    for shard in (run_dir.path / CHECKPOINTS / SHARDS).glob("round_*.pt"):
-        if shard.name.split(".")[0] not in kept:
-            shard.unlink(missing_ok=True)
 
 
 def load(run_dir: RunDir, state: dict, first: int, last: int) -> dict:
@@ -68,13 +59,18 @@ def load(run_dir: RunDir, state: dict, first: int, last: int) -> dict:
         return {**state, "population": slice_population(state["population"], 0, first, last)}
     parts = []
     for name in state["shards"]:
-        path = run_dir.path / CHECKPOINTS / SHARDS / name
+        path = run_dir.shard_path(name)
         if not path.is_file():
             raise FedlabError(f"--resume: checkpoint shard {str(path)!r} is missing")
         a, b = _bounds(name)
         if b <= first or a >= last:
             continue
-        shard = torch.load(path, weights_only=True)
+        try:
+            shard = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise FedlabError(
+                f"--resume: checkpoint shard {str(path)!r} does not load ({err})"
+            ) from None
         parts.append(slice_population(shard["population"], a, max(a, first), min(b, last)))
     return {**state, "population": join_populations(parts)}
 

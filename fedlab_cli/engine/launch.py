@@ -11,6 +11,7 @@ process names the lost rank in one line.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,19 @@ class WorkerFailedError(FedlabError):
     """A worker process of a multi-process run ended with an error or a signal."""
 
     exit_code = 1
+
+
+class WorkerRefusedError(Exception):
+    """The workers ended as a single process would have and rank 0 has said why: a refused
+    input (exit code 2) or a clean stop on a signal (130, 143)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+SAID_BY_RANK_0 = {2, 128 + signal.SIGINT, 128 + signal.SIGTERM}
+"""Exit codes whose reason rank 0 has printed already."""
 
 
 def strip_nproc(argv: list[str]) -> list[str]:
@@ -46,6 +60,8 @@ def launch(nproc: int, argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # this process speaks in one line
     threads = max(1, (os.cpu_count() or 1) // nproc)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ["FEDLAB_THREADS"] = str(threads)
@@ -63,6 +79,9 @@ def launch(nproc: int, argv: list[str]) -> None:
     try:
         elastic_launch(config, sys.executable)("-m", "fedlab_cli", *strip_nproc(argv))
     except ChildFailedError as err:
+        codes = {f.exitcode for f in err.failures.values()}
+        if len(codes) == 1 and codes <= SAID_BY_RANK_0:
+            raise WorkerRefusedError(codes.pop()) from None
         raise WorkerFailedError(describe_failures(err.failures, nproc)) from None
 
 

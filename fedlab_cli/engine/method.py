@@ -71,7 +71,7 @@ class BlockForward(Protocol):
 class MethodParams(BaseModel):
     """A method's own typed hyperparameters, given under ``method.`` in the run spec."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from fedlab_cli.engine.build import build_federation
 from fedlab_cli.engine.federation import Federation, RoundRecord
 from fedlab_cli.engine.inertia import InertiaRecorder, attach_inertia
 from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
+from fedlab_cli.engine.world import env_rank
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import ResolvedSpec, load_spec
 
@@ -43,7 +44,8 @@ class RunSession:
         """Validate everything, then create the run directory at ``path`` (rank 0 of a run
         over several processes; the others write only their checkpoint slices)."""
         run_dir = RunDir(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
+        if occupied and env_rank() == 0:  # the other ranks see what rank 0 made (its lock)
             raise FedlabError(
                 f"output.dir: {str(path)!r} already exists; choose another or resume it "
                 f"with `fedlab run --resume {path}`"
@@ -58,17 +60,24 @@ class RunSession:
 
     @classmethod
     def resume(cls, path: Path, progress: Progress | None = None) -> RunSession:
-        """Continue a run from its last checkpoint, with the numbers an uninterrupted run gives."""
+        """Continue a run from its last intact checkpoint, with the numbers an uninterrupted run
+        gives. Damage is named and worked around: an edited spec.yaml or a damaged
+        partition.json is refused; a damaged newest checkpoint means resuming from the newest
+        intact one; a damaged line in metrics.jsonl means resuming from before it, so the
+        rounds it held are redone (to the same numbers) rather than lost."""
         run_dir = RunDir(path)
         if not run_dir.is_run:
             raise FedlabError(f"--resume: {str(path)!r} is not a run directory (no {SPEC})")
+        run_dir.verify()
+        if not run_dir.has_manifest and env_rank() == 0:
+            run_dir.write_manifest()  # a run dir from before manifests: adopt it as it is
         resolved = load_spec(path / SPEC)
         splits = ClientSplits.from_json(json.loads((path / PARTITION).read_text()))
-        state = run_dir.latest_checkpoint()
+        state, notices = resume_point(run_dir)
         federation = build_federation(
             resolved, splits=splits, progress=progress, calibrate=state is None
         )
-        notice = federation.notice
+        notice = "; ".join(n for n in [federation.notice, *notices] if n) or None
         inertia = None
         if state is None or state["observers"]:  # runs from before inertia resume without it
             inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
@@ -100,13 +109,23 @@ class RunSession:
         out = self.resolved.spec.output
         done = record.round + 1
         if done % out.checkpoint_every == 0 or done == self.federation.rounds:
-            checkpoint.save(self.run_dir, record.round, self.federation, out.keep_checkpoints)
+            self.save_checkpoint(record.round)
 
-    def finish(self) -> dict:
+    def save_checkpoint(self, round_index: int) -> None:
+        """A checkpoint after ``round_index`` (every process its slice, rank 0 the manifest)."""
+        keep = self.resolved.spec.output.keep_checkpoints
+        checkpoint.save(self.run_dir, round_index, self.federation, keep)
+
+    def finish(self, diverged: str | None = None) -> dict:
+        """Write summary.json: ``status`` is ``complete``, or ``diverged`` (with the message)
+        when a loss became NaN or infinite — the last good checkpoint stays resumable."""
         fed = self.federation
         summary = summarize(
             self.resolved, self.records, str(fed.device), fed.method.summary_metrics()
         )
+        summary["status"] = "diverged" if diverged else "complete"
+        if diverged:
+            summary["diverged"] = diverged
         summary.update(traffic_summary(self.records, fed.parameter_count, fed.method))
         summary["engine"] = fed.engine_description()
         world = fed.population.world
@@ -117,17 +136,56 @@ class RunSession:
         return summary
 
 
+def resume_point(run_dir: RunDir) -> tuple[dict | None, list[str]]:
+    """The checkpoint to resume from (None: from the start) and what was worked around."""
+    notices: list[str] = []
+    has_any = bool(run_dir.checkpoints()) or any(
+        name.startswith("checkpoints/round_") for name in run_dir.manifest()
+    )
+    intact = run_dir.latest_intact_checkpoint()
+    if has_any and intact is None:
+        damage = run_dir.checkpoint_damage()
+        named = f"{damage[0].file}: {damage[0].problem}" if damage else "none loads"
+        raise FedlabError(
+            f"--resume: no checkpoint of {str(run_dir.path)!r} is intact ({named}); "
+            "start the run again"
+        )
+    if intact is not None and intact.damaged_newer:
+        newest = intact.damaged_newer[0]
+        notices.append(
+            f"{newest.file} is damaged ({newest.problem}); resuming from "
+            f"{intact.path.name} (round {intact.round})"
+        )
+    done = intact.round if intact is not None else -1
+    log = run_dir.read_metrics()
+    missing = log.missing_rounds(done)
+    if missing:  # a damaged line lost a logged round: go back to before it and redo
+        earlier = run_dir.latest_intact_checkpoint(before=missing[0])
+        damage = log.first_damage
+        where = damage.problem if damage else f"round {missing[0]} has no line"
+        redo = earlier.round + 1 if earlier is not None else 0
+        notices.append(f"{log.file}: {where}; rounds {redo}… are redone from their checkpoint")
+        intact = earlier
+    return (intact.state if intact is not None else None), notices
+
+
 def summarize(
     resolved: ResolvedSpec, records: list[dict], device: str, method_summary: dict
 ) -> dict:
-    """Final and best accuracies (in %), and which one is the method's result (decision 2)."""
+    """Final and best accuracies (in %), and which one is the method's result (decision 2);
+    None where no round was evaluated (a run that diverged in its first rounds)."""
     evaluated = [r for r in records if r["acc_agg"] is not None]
-    last = evaluated[-1]
-    best = {}
-    for key in ("acc_local", "acc_agg"):
-        top = max(evaluated, key=lambda r, k=key: r[k])
-        best[key] = {"value": top[key], "round": top["round"]}
     metric = resolved.method_cls.final_accuracy
+    if not evaluated:
+        empty = {"acc_local": None, "acc_agg": None}
+        last = {**empty, f"{metric}_clients": []}
+        best = {k: {"value": None, "round": None} for k in empty}
+    else:
+        last = evaluated[-1]
+        best = {}
+        for key in ("acc_local", "acc_agg"):
+            top = max(evaluated, key=lambda r, k=key: r[k])
+            best[key] = {"value": top[key], "round": top["round"]}
     return {
         "method": resolved.spec.method.name,
         "dataset": resolved.spec.data.dataset,
@@ -140,7 +198,7 @@ def summarize(
         "final": {"acc_local": last["acc_local"], "acc_agg": last["acc_agg"]},
         "best": best,
         "final_acc_clients": last[f"{metric}_clients"],
-        "client_std": float(np.std(last[f"{metric}_clients"])),
+        "client_std": float(np.std(last[f"{metric}_clients"])) if evaluated else None,
         "wall_seconds": round(sum(r["seconds"] for r in records), 3),
         "device": device,
         **method_summary,

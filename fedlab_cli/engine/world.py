@@ -152,6 +152,11 @@ def heartbeat(world: World, round_index: int) -> None:
         store.set(f"alive/{world.rank}/{round_index}", "1")
 
 
+def env_rank() -> int:
+    """This process's rank as the launcher set it (0 without one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def from_environment(device: torch.device, timeout_s: float, deterministic: bool) -> World:
     """The world ``torchrun`` (or ``fedlab run --nproc``) describes in the environment, its
     process group started (gloo on CPU, NCCL on CUDA: one GPU per process); else one process."""

@@ -8,6 +8,7 @@ is too narrow, and each later run gets a difference view against the first one.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import warnings
@@ -21,10 +22,13 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from fedlab_cli.atomic import atomic_write_bytes
 from fedlab_cli.engine.rundir import INERTIA, SPEC, RunDir
 from fedlab_cli.errors import FedlabError
 
 METRICS = ("cos_ref", "cos_prev", "rel_update", "grad_norm")
+FIGURE_SUFFIXES = ("png", "pdf", "svg")
+"""Figure formats ``--png`` writes (matplotlib's Agg backend, picked by the file suffix)."""
 DEFAULT_THRESHOLD = 0.95
 VIRIDIS = ("#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725")
 SEQUENTIAL_GLYPHS = "▁▂▃▄▅▆▇█"
@@ -61,7 +65,13 @@ def load_run(path: Path) -> RunInertia:
         raise FedlabError(f"{str(path)!r} is not a run directory (no {SPEC})")
     if not (path / INERTIA).is_file():
         raise FedlabError(f"{str(path)!r} has no inertia data (no {INERTIA})")
-    rows = run_dir.inertia_rows()
+    found = run_dir.read_inertia()
+    if found.first_damage is not None:
+        raise FedlabError(
+            f"{path / INERTIA}: {found.first_damage.problem}; the report would be wrong — "
+            "fix or remove that line"
+        )
+    rows = found.records
     if not rows:
         raise FedlabError(f"{str(path)!r} has no inertia data yet ({INERTIA} has no rows)")
     layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -77,10 +87,19 @@ def load_run(path: Path) -> RunInertia:
         cos_ref[int(r["ref_round"])][i, j] = _number(r["cos_ref"])
         for m in other:
             other[m][i, j] = _number(r[m])
-    spec = yaml.safe_load((path / SPEC).read_text()) or {}
-    method = str((spec.get("method") or {}).get("name", "?"))
+    method = _method_name(path / SPEC)
     roles = {r["layer"]: r["role"] for r in rows}
     return RunInertia(path, method, layers, roles, np.array(rounds), refs, cos_ref, other)
+
+
+def _method_name(spec_path: Path) -> str:
+    """The method named in a run's spec.yaml, or ``?`` when the file cannot be read."""
+    try:
+        spec = yaml.safe_load(spec_path.read_bytes().decode("utf-8"))
+        method = spec.get("method") if isinstance(spec, dict) else None
+        return str(method.get("name", "?")) if isinstance(method, dict) else "?"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return "?"
 
 
 def load_runs(paths: Sequence[Path]) -> list[RunInertia]:
@@ -576,8 +595,12 @@ def write_png(
         ax.set_title("middle-layer mean", loc="left")
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    buffer = io.BytesIO()  # then one atomic write: a failed save never leaves half a figure
+    try:
+        fig.savefig(buffer, dpi=150, format=Path(path).suffix.lower().lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 _ROLE_MARK = {"first": "first", "middle": "mid", "last": "last"}

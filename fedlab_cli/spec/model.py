@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fedlab_cli.data.registry import DATASETS
 from fedlab_cli.models import available_models, known_models
+from fedlab_cli.spec.types import (
+    MAX_ALPHA,
+    MIN_ALPHA,
+    FieldProblem,
+    FiniteFloat,
+    NonNegativeCount,
+    Seed,
+    SpecPath,
+    StrictBool,
+    StrictCount,
+    StrictInt,
+)
 
 
 class _Section(BaseModel):
@@ -26,19 +38,21 @@ PER_CLIENT_DEFAULTS = {"train_per_client": 100, "test_per_client": 400}
 
 class DataSpec(_Section):
     dataset: str
-    root: Path = Path("data")
-    download: bool = True
-    num_clients: int = Field(100, ge=1)
+    root: SpecPath = Path("data")
+    download: StrictBool = True
+    num_clients: StrictCount = Field(100, ge=1)
     partition: Literal["dirichlet", "balanced_dirichlet", "iid", "pathological"] = Field(
         "dirichlet",
         description="dirichlet: the LIPS reference; balanced_dirichlet: SSFL's; iid, "
         "pathological: FedPM's",
     )
-    alpha: float = Field(0.1, gt=0, description="Dirichlet concentration (both Dirichlet kinds)")
-    train_per_client: int | None = Field(None, ge=1, description="dirichlet only; default 100")
-    test_per_client: int | None = Field(None, ge=1, description="dirichlet only; default 400")
-    classes_per_client: int | None = Field(None, ge=1, description="pathological only")
-    augment: bool = True
+    alpha: FiniteFloat = Field(
+        0.1, ge=MIN_ALPHA, le=MAX_ALPHA, description="Dirichlet concentration (both kinds)"
+    )
+    train_per_client: StrictCount | None = Field(None, description="dirichlet only; default 100")
+    test_per_client: StrictCount | None = Field(None, description="dirichlet only; default 400")
+    classes_per_client: StrictCount | None = Field(None, description="pathological only")
+    augment: StrictBool = True
     transforms: Literal["lips", "ssfl", "fedpm"] = Field(
         "lips", description="whose per-dataset transforms: the LIPS, SSFL or FedPM code's"
     )
@@ -64,7 +78,7 @@ class DataSpec(_Section):
 
 class ModelSpec(_Section):
     name: str
-    init: Path | None = Field(
+    init: SpecPath | None = Field(
         None, description="state_dict file every client starts from (warm start); none = seeded"
     )
 
@@ -77,17 +91,17 @@ class ModelSpec(_Section):
 
 
 class FederationSpec(_Section):
-    rounds: int = Field(300, ge=1)
-    participation: float = Field(1.0, gt=0, le=1)
+    rounds: StrictCount = Field(300, ge=1)
+    participation: FiniteFloat = Field(1.0, gt=0, le=1)
 
 
 class LRScheduleSpec(_Section):
     """The learning rate per round (fedlab_cli/engine/schedule.py)."""
 
     name: Literal["constant", "exponential", "cosine_restarts"] = "constant"
-    gamma: float = Field(1.0, gt=0, le=1, description="exponential: lr * gamma**round")
-    cycle: int = Field(10, ge=1, description="cosine_restarts: rounds per cycle")
-    eta_min: float = Field(0.0, ge=0, description="cosine_restarts: the lowest lr")
+    gamma: FiniteFloat = Field(1.0, gt=0, le=1, description="exponential: lr * gamma**round")
+    cycle: StrictCount = Field(10, ge=1, description="cosine_restarts: rounds per cycle")
+    eta_min: FiniteFloat = Field(0.0, ge=0, description="cosine_restarts: the lowest lr")
 
 
 _SGD_ONLY = {"momentum": 0.9, "nesterov": False}
@@ -95,20 +109,20 @@ _ADAM_ONLY = {"betas": (0.9, 0.999), "eps": 1e-8}
 
 
 class TrainingSpec(_Section):
-    local_epochs: int = Field(5, ge=1)
-    batch_size: int = Field(100, ge=1)
+    local_epochs: StrictCount = Field(5, ge=1)
+    batch_size: StrictCount = Field(100, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd")
-    nesterov: bool = Field(False, description="sgd")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="adam")
-    eps: float = Field(1e-8, gt=0, description="adam")
-    weight_decay: float = Field(0.0, ge=0, description="L2, added to the gradient")
+    lr: FiniteFloat = Field(0.1, gt=0)
+    momentum: FiniteFloat = Field(0.9, ge=0, lt=1, description="sgd")
+    nesterov: StrictBool = Field(False, description="sgd")
+    betas: tuple[FiniteFloat, FiniteFloat] = Field((0.9, 0.999), description="adam")
+    eps: FiniteFloat = Field(1e-8, gt=0, description="adam")
+    weight_decay: FiniteFloat = Field(0.0, ge=0, description="L2, added to the gradient")
     optimizer_state: Literal["reset", "keep"] = Field(
         "reset", description="reset: fresh every round; keep: each client's carries over"
     )
     lr_schedule: LRScheduleSpec = LRScheduleSpec()
-    grad_clip: float | None = Field(
+    grad_clip: FiniteFloat | None = Field(
         None, gt=0, description="each client's gradient clipped to this global 2-norm"
     )
 
@@ -139,14 +153,14 @@ class MethodSpec(BaseModel):
 class EvalSpec(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
-    every: int = Field(1, ge=1)
-    global_model: bool = Field(
+    every: StrictCount = Field(1, ge=1)
+    global_model: StrictBool = Field(
         False,
         alias="global",
         description="also acc_global: the method's global model on the union of test splits",
     )
-    batch_size: int | None = Field(
-        None, ge=1, description="test samples per forward pass; none = 4 x training.batch_size"
+    batch_size: StrictCount | None = Field(
+        None, description="test samples per forward pass; none = 4 x training.batch_size"
     )
 
 
@@ -157,8 +171,8 @@ class EngineSpec(_Section):
     strategy: Literal["auto", "sequential", "vectorized"] = Field(
         "auto", description="auto: sequential on CPU, vectorized on CUDA"
     )
-    chunk_size: int | None = Field(
-        None, ge=1, description="vectorized: clients per batched computation; none = from memory"
+    chunk_size: StrictCount | None = Field(
+        None, description="vectorized: clients per batched computation; none = from memory"
     )
     autocast: Literal["none", "bf16"] = Field(
         "none", description="bf16: convs and linear layers in bfloat16, as torch.autocast does"
@@ -166,27 +180,30 @@ class EngineSpec(_Section):
     layout: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="image batches' memory format; auto: channels_last on CPU"
     )
-    tf32: bool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
-    deterministic_reduce: bool = Field(
+    tf32: StrictBool = Field(True, description="CUDA: TF32 tensor cores for fp32 convs and matmuls")
+    deterministic_reduce: StrictBool = Field(
         False,
         description="several processes: gather and sum in client-id order, so every world "
         "size gives bitwise the numbers of one process (else one all_reduce per round)",
     )
-    collective_timeout: float = Field(
+    collective_timeout: FiniteFloat = Field(
         300.0, gt=0, description="several processes: seconds a collective waits for the others"
     )
+
+
+DEFAULT_REF_ROUNDS = [2]
 
 
 class InertiaSpec(_Section):
     """Layer-wise inertia recording (cosine of the shared model to reference rounds)."""
 
-    ref_rounds: list[int] = Field(default_factory=lambda: [2])
+    ref_rounds: list[StrictInt] = Field(default_factory=lambda: list(DEFAULT_REF_ROUNDS))
 
 
 class OutputSpec(_Section):
-    dir: Path | None = None
-    checkpoint_every: int = Field(50, ge=1)
-    keep_checkpoints: int = Field(2, ge=0, description="0 keeps every checkpoint")
+    dir: SpecPath | None = None
+    checkpoint_every: StrictCount = Field(50, ge=1)
+    keep_checkpoints: NonNegativeCount = Field(2, ge=0, description="0 keeps every checkpoint")
 
 
 class RunSpec(_Section):
@@ -198,5 +215,29 @@ class RunSpec(_Section):
     eval: EvalSpec = EvalSpec()
     engine: EngineSpec = EngineSpec()
     inertia: InertiaSpec = InertiaSpec()
-    seed: int = Field(0, ge=0)
+    seed: Seed = Field(0, ge=0)
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        """Rules across sections, checked before any data is loaded or memory allocated."""
+        rounds = self.federation.rounds
+        refs = self.inertia.ref_rounds
+        late = [r for r in refs if r >= rounds]
+        if late and refs != DEFAULT_REF_ROUNDS:  # the default just records no cos_ref then
+            raise FieldProblem(
+                "inertia.ref_rounds",
+                f"reference round {late[0]} is never reached: rounds are 0-based and "
+                f"federation.rounds is {rounds}",
+                refs,
+            )
+        info = DATASETS[self.data.dataset]
+        for field, wanted, pool in (
+            ("train_per_client", self.data.train_per_client, info.train_pool),
+            ("test_per_client", self.data.test_per_client, info.test_pool),
+        ):
+            if wanted is not None and wanted > pool:
+                raise FieldProblem(
+                    f"data.{field}", f"{wanted} exceeds the pool of {pool} samples", wanted
+                )
+        return self

@@ -164,6 +164,9 @@ def test_interrupt_then_rerun_resumes_and_keeps_finished_runs(spec_file, tmp_pat
         (["fedavg", "fedbn", "--set", "seed=1"], "sets it from --seeds"),
         (["fedavg", "fedbn", "--clients", "0"], "data.num_clients: Input should be greater"),
         (["fedavg", "fedbn", "--preset", "nope.yaml"], "spec: no such file 'nope.yaml'"),
+        (["fedavg", "--seeds", "4294967296"], "--seeds: seeds are integers from 0 to 4294967295"),
+        (["fedavg", "--seeds", "-1"], "--seeds: seeds are integers from 0 to 4294967295"),
+        (["fedavg", "--seeds", "9" * 5000], "--seeds: expected comma-separated integers"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(spec_file, tmp_path, args, message):
@@ -193,3 +196,54 @@ def test_default_out_is_stable_and_names_the_flags(spec_file, tmp_path, monkeypa
     target = tmp_path / "runs" / "compare-tiny-fedbn-rounds1"
     assert (target / "fedbn" / "seed1" / "summary.json").is_file()
     assert result.stdout == ""
+
+
+def test_out_that_is_a_file_is_refused_before_work(spec_file, tmp_path):
+    out = tmp_path / "cmp"
+    out.write_text("results of something else")
+    result = invoke("fedavg", "--preset", spec_file, "--seeds", "0", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: --out: exists and is a file, not a directory (got '{out}')"
+    )
+    assert out.read_text() == "results of something else"
+
+
+def test_a_compare_dir_in_use_is_refused_and_left_alone(spec_file, tmp_path):
+    from fedlab_cli.engine.lock import RunLock
+
+    out = tmp_path / "cmp"
+    with RunLock(out / "fedavg" / "seed0"):  # e.g. `fedlab run --resume` of one of its runs
+        result = invoke("fedavg", "--preset", spec_file, "--seeds", "0", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: --out: '{out / 'fedavg' / 'seed0'}' is in use")
+    assert not out.exists()  # the locks it took are gone, and the folders they needed
+
+
+def test_sigterm_stops_after_the_round_and_a_rerun_continues(spec_file, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    real_run = engine_compare.run
+
+    def term_after_round_0(federation, on_round=()):
+        def send(record):
+            if record.round == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        real_run(federation, [on_round[0], send, *on_round[1:]])
+
+    out = tmp_path / "cmp"
+    args = ("fedavg", "--preset", spec_file, "--seeds", "0", "--out", out)
+    monkeypatch.setattr(engine_compare, "run", term_after_round_0)
+    result = invoke(*args)
+    assert result.exit_code == 143
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"stopped fedavg seed 0 after round 0 (checkpoint saved); finished runs are kept in "
+        f"{out} — rerun the same command to continue"
+    )
+    assert (out / "fedavg" / "seed0" / "checkpoints" / "round_0000.pt").is_file()
+    monkeypatch.setattr(engine_compare, "run", real_run)
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "fedavg seed 0: resuming at round 1" in again.stderr

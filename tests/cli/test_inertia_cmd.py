@@ -124,3 +124,75 @@ def test_bad_options_are_one_line_errors(runs, args, message):
     result = invoke("inertia", "report", runs["fedbn"], *args)
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and message in result.output
+
+
+def _copy_run(runs, tmp_path):
+    import shutil
+
+    return shutil.copytree(runs["fedbn"], tmp_path / "copy")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: _replace_cell(text, 3, 5, "abc"),
+         "line 3 is damaged: ValueError: could not convert string to float: 'abc'"),
+        (lambda text: "\x00\xff garbage\n" * 3, "line 1 is damaged: ValueError: not the inertia"),
+    ],
+    ids=["non-numeric", "garbage"],
+)  # fmt: skip
+def test_damaged_inertia_csv_is_one_line_exit_2(runs, tmp_path, damage, message):
+    run = _copy_run(runs, tmp_path)
+    path = run / "inertia.csv"
+    path.write_text(damage(path.read_text()), errors="surrogateescape")
+    result = invoke("inertia", "report", run)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {message}")
+
+
+def _replace_cell(text: str, line: int, column: int, value: str) -> str:
+    lines = text.splitlines()
+    cells = lines[line - 1].split(",")
+    cells[column] = value
+    lines[line - 1] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (lambda t: t, "--png: is a directory; give a file name"),
+        (lambda t: t / "fig.gif", "--png: unsupported file type; use one of .png, .pdf, .svg"),
+        (lambda t: t / "nope" / "fig.png", "--png: no such directory"),
+    ],
+)
+def test_bad_png_targets_are_one_line_exit_2(runs, tmp_path, target, message):
+    result = invoke("inertia", "report", runs["fedbn"], "--png", target(tmp_path))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
+def test_png_to_a_read_only_place_is_one_line(runs, tmp_path, monkeypatch):
+    import errno
+
+    from fedlab_cli import paths
+
+    def read_only(**_):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(paths.tempfile, "mkdtemp", read_only)
+    result = invoke("inertia", "report", runs["fedbn"], "--png", tmp_path / "fig.png")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: --png: '{tmp_path}' is on a read-only filesystem (got '{tmp_path / 'fig.png'}')"
+    )
+
+
+@pytest.mark.parametrize("suffix, magic", [("pdf", b"%PDF"), ("svg", b"<?xml")])
+def test_pdf_and_svg_are_written_too(runs, tmp_path, suffix, magic):
+    out = tmp_path / f"fig.{suffix}"
+    result = invoke("inertia", "report", runs["fedbn"], "--png", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[: len(magic)] == magic

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,23 @@ import pytest
 import torch
 from torchvision.datasets import utils as tv_utils
 
-from fedlab_cli.data import cifar
+from fedlab_cli.data import cache, cifar
 from fedlab_cli.data.registry import load_dataset
 from fedlab_cli.errors import DatasetUnavailableError
 
 TRAIN_SIZES = (7, 7, 7, 7, 7)
 TEST_SIZE = 6
+
+
+@pytest.fixture(autouse=True)
+def small_releases(monkeypatch):
+    """Releases with the small batches these tests write (the real ones hold 10 000 images)."""
+    monkeypatch.setattr(
+        cifar, "CIFAR10", replace(cifar.CIFAR10, train_images_per_file=7, test_images_per_file=6)
+    )
+    monkeypatch.setattr(
+        cifar, "CIFAR100", replace(cifar.CIFAR100, train_images_per_file=9, test_images_per_file=4)
+    )
 
 
 def _write_batch(path: Path, data: np.ndarray, labels: list[int], label_key: bytes) -> None:
@@ -27,9 +40,13 @@ def _write_batch(path: Path, data: np.ndarray, labels: list[int], label_key: byt
 
 
 def _make_cifar10(root: Path, seed: int = 0) -> dict[str, tuple[np.ndarray, list[int]]]:
-    rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
+    return _make_cifar10_in(folder, seed)
+
+
+def _make_cifar10_in(folder: Path, seed: int) -> dict[str, tuple[np.ndarray, list[int]]]:
+    rng = np.random.default_rng(seed)
     batches = {}
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name, size in zip(names, (*TRAIN_SIZES, TEST_SIZE), strict=True):
@@ -169,3 +186,111 @@ def test_load_dataset_writes_cache_and_reuses_it_without_sources(tmp_path: Path)
     for key in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(first, key), getattr(second, key))
     assert second.num_classes == 10 and second.name == "cifar10"
+
+
+def test_the_real_releases_hold_ten_thousand_images_a_batch():
+    real10 = cifar.CIFAR10.__class__.__dataclass_fields__  # the fixture replaced the objects
+    assert "train_images_per_file" in real10
+    import importlib
+
+    fresh = importlib.reload(cifar)
+    try:
+        assert fresh.CIFAR10.raw_source.train == 50000 and fresh.CIFAR10.raw_source.test == 10000
+        assert fresh.CIFAR100.raw_source.train == 50000 and fresh.CIFAR100.raw_source.test == 10000
+    finally:
+        importlib.reload(cifar)
+
+
+def test_a_batch_with_the_wrong_image_count_is_refused_naming_the_file(tmp_path):
+    _make_cifar10(tmp_path)
+    short = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    _write_batch(short, np.zeros((5, 3072), dtype=np.uint8), [0] * 5, b"labels")
+    with pytest.raises(DatasetUnavailableError) as info:
+        cifar.load_cifar10(tmp_path, download=False)
+    assert str(info.value) == (
+        f"data: cifar10 file {short} has an unexpected format: 5 images, the release has 7; "
+        "delete it to re-download"
+    )
+
+
+def test_replaced_raw_files_make_the_cache_stale(tmp_path):
+    batches = _make_cifar10(tmp_path)
+    first = load_dataset("cifar10", tmp_path, download=False)
+    replaced = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    data, labels = batches["data_batch_1"]
+    _write_batch(replaced, data[::-1].copy(), labels, b"labels")  # same size, other pixels
+    stamp = (
+        os.stat(replaced).st_mtime_ns + 10**9
+    )  # a replacement within the same clock tick still counts
+    os.utime(replaced, ns=(stamp, stamp))
+    with pytest.warns(cache.DatasetCacheNotice) as notices:
+        second = load_dataset("cifar10", tmp_path, download=False)
+    assert str(notices[0].message) == (
+        f"dataset cache {tmp_path / 'cifar10' / 'fedlab-cache-v1.pt'} was made from an older "
+        "cifar-10-batches-py/data_batch_1 (it was modified since); rebuilding it"
+    )
+    expected = torch.from_numpy(data[::-1].reshape(-1, 3, 32, 32).copy())
+    assert torch.equal(second.train_images[:7], expected)
+    assert not torch.equal(first.train_images[:7], expected)
+    assert torch.equal(load_dataset("cifar10", tmp_path, download=False).train_images,
+                       second.train_images)  # fmt: skip  # and the new cache is trusted
+
+
+def test_a_raw_file_of_another_size_is_named(tmp_path):
+    _make_cifar10(tmp_path)
+    load_dataset("cifar10", tmp_path, download=False)
+    grown = tmp_path / "cifar-10-batches-py" / "test_batch"
+    before = grown.stat().st_size
+    with grown.open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.warns(cache.DatasetCacheNotice, match=(
+        rf"made from a {before}-byte cifar-10-batches-py/test_batch, which is {before + 1} bytes"
+    )):  # fmt: skip
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_a_short_cache_is_rebuilt_and_refused_when_the_raw_files_are_gone(tmp_path, monkeypatch):
+    _make_cifar10(tmp_path)
+    load_dataset("cifar10", tmp_path, download=False)
+    bigger = replace(cifar.CIFAR10, train_images_per_file=8)  # the release says 40 now
+    monkeypatch.setattr(cifar, "CIFAR10", bigger)
+    for path in (tmp_path / "cifar-10-batches-py").iterdir():
+        path.unlink()
+    notice = pytest.warns(
+        cache.DatasetCacheNotice, match="holds 35 train images, the release has 40"
+    )
+    with notice, pytest.raises(DatasetUnavailableError, match="cifar10 files missing"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_an_old_cache_without_a_fingerprint_is_rebuilt_once(tmp_path):
+    _make_cifar10(tmp_path)
+    load_dataset("cifar10", tmp_path, download=False)
+    path = tmp_path / "cifar10" / "fedlab-cache-v1.pt"
+    payload = torch.load(path, weights_only=True)
+    del payload["source"]
+    torch.save(payload, path)
+    with pytest.warns(cache.DatasetCacheNotice, match="does not record its raw files"):
+        load_dataset("cifar10", tmp_path, download=False)
+    assert "source" in torch.load(path, weights_only=True)
+
+
+def test_a_failed_download_removes_what_it_created(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+
+    def half_then_fail(url: str, download_root: str, **kwargs: object) -> None:
+        Path(download_root).mkdir(parents=True, exist_ok=True)
+        (Path(download_root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+        (Path(download_root) / "cifar-10-batches-py").mkdir()
+        raise urllib.error.URLError("connection reset")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", half_then_fail)
+    with pytest.raises(DatasetUnavailableError, match="download failed"):
+        cifar.load_cifar10(root, download=True)
+    assert not root.exists()
+
+    root.mkdir()
+    (root / "mine.txt").write_text("keep")
+    with pytest.raises(DatasetUnavailableError):
+        cifar.load_cifar10(root, download=True)
+    assert [p.name for p in root.iterdir()] == ["mine.txt"]  # only what the download made goes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import utils as tv_utils
 
-from fedlab_cli.data import tiny_imagenet
+from fedlab_cli.data import cache, tiny_imagenet
 from fedlab_cli.data.base import ImageDataset
 from fedlab_cli.data.registry import load_dataset
 from fedlab_cli.errors import DatasetUnavailableError
@@ -158,6 +159,37 @@ def test_string_sort_and_val_grouping_on_a_synthetic_release(tmp_path: Path) -> 
     expected = [folder / "val" / "images" / name for name in val_order]
     assert torch.equal(ds.test_images, torch.stack([_pil_chw(p) for p in expected]))
     assert ds.test_labels.tolist() == [0, 1, 1]
+
+
+def _two_class_release(root: Path) -> Path:
+    folder = root / "tiny-imagenet-200"
+    folder.mkdir()
+    (folder / "wnids.txt").write_text("n01\nn02\n")
+    _solid_jpeg(folder / "train" / "n01" / "images" / "a.JPEG", 10)
+    _solid_jpeg(folder / "train" / "n02" / "images" / "b.JPEG", 20)
+    _solid_jpeg(folder / "val" / "images" / "v.JPEG", 30)
+    _solid_jpeg(folder / "test" / "images" / "t.JPEG", 40)
+    (folder / "val" / "val_annotations.txt").write_text("v.JPEG\tn02\t0\t0\t63\t63\n")
+    return folder
+
+
+def test_the_cache_fingerprint_covers_what_the_decoder_reads(tmp_path: Path) -> None:
+    folder = _two_class_release(tmp_path)
+    names = [p.relative_to(folder).as_posix() for p in tiny_imagenet.source_files(folder)]
+    assert names == ["train/n01/images/a.JPEG", "train/n02/images/b.JPEG",
+                     "val/images/v.JPEG", "val/val_annotations.txt", "wnids.txt"]  # fmt: skip
+
+
+def test_a_changed_image_makes_the_tiny_cache_stale(tmp_path: Path) -> None:
+    folder = _two_class_release(tmp_path)
+    first = load_dataset("tinyimagenet", tmp_path, download=False)
+    _solid_jpeg(folder / "train" / "n02" / "images" / "b.JPEG", 250)
+    stamp = (folder / "wnids.txt").stat().st_mtime_ns + 10**9
+    os.utime(folder / "train" / "n02" / "images" / "b.JPEG", ns=(stamp, stamp))
+    with pytest.warns(cache.DatasetCacheNotice, match="b.JPEG"):
+        second = load_dataset("tinyimagenet", tmp_path, download=False)
+    red = [float(ds.train_images[1, 0].float().mean()) for ds in (first, second)]
+    assert red == pytest.approx([20, 250], abs=3)  # the red channel of image b, before/after
 
 
 def test_missing_folder_without_download_is_one_line(tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
     [
         (["training.lrr=0.1"], "training.lrr: unknown key"),
         (["training.lr=fast"], "training.lr: Input should be a valid number"),
-        (["data.alpha=0"], "data.alpha: Input should be greater than 0 (got 0)"),
-        (["data.alpha=-1.5"], "data.alpha: Input should be greater than 0 (got -1.5)"),
+        (["data.alpha=0"], "data.alpha: Input should be greater than or equal to 0.01 (got 0)"),
+        (["data.alpha=-1.5"], "data.alpha: Input should be greater than or equal to 0.01 (got -1"),
         (["data.num_clients=0"], "data.num_clients: Input should be greater than or equal to 1"),
         (["federation.participation=1.5"], "federation.participation: Input should be less"),
         (["engine.device=tpu"], "engine.device: Input should be 'auto', 'cpu' or 'cuda'"),
@@ -71,3 +71,39 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_override_values_are_yaml_scalars():
     data = apply_overrides({}, ["a.b=3", "a.c=true", "a.d=0.5", "e=text", "a.f=[1, 2]"])
     assert data == {"a": {"b": 3, "c": True, "d": 0.5, "f": [1, 2]}, "e": "text"}
+
+
+def test_a_mapping_override_merges_into_the_files_section(tmp_path):
+    """``--set 'training={lr: 0.01}'`` must not reset the file's other training keys."""
+    text = BASE.replace("training: {lr: 0.2}", "training: {lr: 0.2, momentum: 0.5}")
+    path = write(tmp_path, text)
+    spec = load_spec(path, ["training={lr: 0.01}"]).spec
+    assert (spec.training.lr, spec.training.momentum) == (0.01, 0.5)
+    nested = apply_overrides({"a": {"b": {"c": 1, "d": 2}}}, ["a={b: {c: 3}}"])
+    assert nested == {"a": {"b": {"c": 3, "d": 2}}}
+    assert apply_overrides({"a": 5}, ["a={b: 1}"]) == {"a": {"b": 1}}  # a scalar is replaced
+
+
+@pytest.mark.parametrize("key", [".seed", "seed.", "training..lr", " . "])
+def test_an_empty_key_part_is_named(key):
+    with pytest.raises(FedlabError) as err:
+        apply_overrides({}, [f"{key}=1"])
+    assert str(err.value) == f"--set: empty key part in {key.strip()!r}; keys look like training.lr"
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("&a [1, *a]", "YAML anchors and aliases"),
+        ("{lr: 1, lr: 2}", "duplicate key 'lr'"),
+        ("[" * 100 + "]" * 100, "nested deeper than"),
+    ],
+)
+def test_override_values_follow_the_file_rules(value, fragment):
+    with pytest.raises(FedlabError) as err:
+        apply_overrides({}, [f"training={value}"])
+    assert str(err.value).startswith("--set: ") and fragment in str(err.value)
+
+
+def test_invalid_yaml_in_an_override_is_plain_text():
+    assert apply_overrides({}, ["output.dir=a: b: c"]) == {"output": {"dir": "a: b: c"}}
