@@ -83,6 +83,8 @@ def run_command(
                 )
                 report_crashes_in(target)
                 summary = _train(session, console, stop)
+    if not worker.is_main():
+        return  # rank 0 prints the summary of the whole run
     if as_json:
         print(json.dumps({"run_dir": str(target), **summary}, indent=2))
     elif not quiet:

@@ -82,13 +82,13 @@ def launch(nproc: int, argv: list[str]) -> None:
         codes = {f.exitcode for f in err.failures.values()}
         if len(codes) == 1 and codes <= SAID_BY_RANK_0:
             raise WorkerRefusedError(codes.pop()) from None
-        raise WorkerFailedError(describe_failures(err.failures, nproc)) from None
+        raise WorkerFailedError(describe_failures(err, nproc)) from None
 
 
-def describe_failures(failures: dict, nproc: int) -> str:
-    """One line naming the first lost rank and how it ended."""
-    rank = min(failures)
-    failure = failures[rank]
+def describe_failures(err, nproc: int) -> str:
+    """One line naming the rank that failed first (the others were stopped after it)."""
+    failures = err.failures
+    rank, failure = err.get_first_failure()
     code = failure.exitcode
     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     others = sorted(r for r in failures if r != rank)

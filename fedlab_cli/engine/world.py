@@ -115,12 +115,12 @@ def _is_gloo() -> bool:
 
 def describe_failure(world: World, err: Exception) -> str:
     """One line: which rank was lost (as far as this one can tell) and what to do."""
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    lost = _lost_ranks(world)
-    who = f"rank {', '.join(map(str, lost))}" if lost else "another rank"
+    lost = _lost_ranks(world) or [r for r in range(world.size) if r != world.rank]
+    who = f"rank {', '.join(map(str, lost))}"
+    kind = "timed out" if "timeout" in str(err).lower() else "stopped answering"
     return (
-        f"distributed: {who} of {world.size} stopped answering (rank {world.rank} saw: "
-        f"{text[:160]}); resume from the last checkpoint with `fedlab run --resume RUN_DIR`"
+        f"distributed: {who} of {world.size} {kind} (seen by rank {world.rank}); resume from "
+        "the last checkpoint with `fedlab run --resume RUN_DIR`"
     )
 
 

@@ -37,8 +37,8 @@ def fedlab(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
-def rank_pid(run_dir: Path, rank: int) -> int | None:
-    """The pid of the worker of ``rank`` training into ``run_dir`` (from /proc)."""
+def rank_pid(marker: Path, rank: int) -> int | None:
+    """The pid of the worker of ``rank`` whose command line names ``marker`` (from /proc)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -47,7 +47,7 @@ def rank_pid(run_dir: Path, rank: int) -> int | None:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if str(run_dir) in command and f"RANK={rank}".encode() in environ and "-m" in command:
+        if str(marker) in command and f"RANK={rank}".encode() in environ and "-m" in command:
             return int(entry.name)
     return None
 
@@ -68,7 +68,7 @@ def test_a_lost_rank_ends_every_process_in_one_line_and_the_checkpoint_resumes(t
     spec.write_text(yaml.safe_dump({**SPEC, "output": {**SPEC["output"], "dir": str(run_dir)}}))
     parent = fedlab("run", str(spec), "--nproc", "2", "--quiet")
     wait_for_rounds(run_dir, 5)
-    victim = rank_pid(run_dir, 1)
+    victim = rank_pid(spec, 1)
     assert victim is not None, "rank 1's worker not found"
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -76,10 +76,11 @@ def test_a_lost_rank_ends_every_process_in_one_line_and_the_checkpoint_resumes(t
     assert time.monotonic() - killed_at < 60  # everyone stopped within the collective timeout
     assert parent.returncode == 1
     assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    named = [line for line in lines if "rank 1 of 2 ended with signal SIGKILL" in line]
-    assert len(named) == 1, stderr
-    assert rank_pid(run_dir, 0) is None  # rank 0 is gone too
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    # the launching process and rank 0 each end with one line, both naming the lost rank 1
+    assert len(errors) == 2 and all("rank 1 of 2" in line for line in errors), stderr
+    assert sum("rank 1 of 2 ended with signal SIGKILL" in line for line in errors) == 1
+    assert rank_pid(spec, 0) is None  # rank 0 is gone too
     assert not (run_dir / "summary.json").exists()
 
     resumed = fedlab("run", "--resume", str(run_dir), "--json")
