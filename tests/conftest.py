@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from support import one_torch_thread
 
 from fedlab_cli.spec.load import apply_overrides, resolve
 
@@ -40,3 +41,10 @@ def make_spec(tmp_path):
         return resolve(apply_overrides(raw, overrides or []))
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """The test runs torch on one thread (golden and recorded numbers were made so)."""
+    with one_torch_thread():
+        yield

@@ -164,3 +164,14 @@ def assert_one_line_refusal(result, fragment: str = "", code: int = 2) -> str:
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the block: float results that depend on no thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

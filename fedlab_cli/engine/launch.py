@@ -58,14 +58,28 @@ def strip_nproc(argv: list[str]) -> list[str]:
 def launch(nproc: int, argv: list[str]) -> None:
     """Run ``fedlab <argv>`` in ``nproc`` local processes; raise one line on a worker's failure."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import elastic_launch
 
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # this process speaks in one line
     threads = max(1, (os.cpu_count() or 1) // nproc)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ["FEDLAB_THREADS"] = str(threads)
-    config = LaunchConfig(
+    try:
+        elastic_launch(standalone(nproc), sys.executable)("-m", "fedlab_cli", *strip_nproc(argv))
+    except ChildFailedError as err:
+        codes = {f.exitcode for f in err.failures.values()}
+        if len(codes) == 1 and codes <= SAID_BY_RANK_0:
+            raise WorkerRefusedError(codes.pop()) from None
+        raise WorkerFailedError(describe_failures(err, nproc)) from None
+
+
+def standalone(nproc: int):
+    """torchrun --standalone's configuration: one machine, a c10d rendezvous on a free local
+    port, no restarts (a failed run resumes from its checkpoint instead)."""
+    from torch.distributed.launcher.api import LaunchConfig
+
+    return LaunchConfig(
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=nproc,
@@ -76,13 +90,6 @@ def launch(nproc: int, argv: list[str]) -> None:
         monitor_interval=0.2,
         start_method="spawn",
     )
-    try:
-        elastic_launch(config, sys.executable)("-m", "fedlab_cli", *strip_nproc(argv))
-    except ChildFailedError as err:
-        codes = {f.exitcode for f in err.failures.values()}
-        if len(codes) == 1 and codes <= SAID_BY_RANK_0:
-            raise WorkerRefusedError(codes.pop()) from None
-        raise WorkerFailedError(describe_failures(err, nproc)) from None
 
 
 def describe_failures(err, nproc: int) -> str:

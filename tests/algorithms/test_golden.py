@@ -36,14 +36,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def environment_matches(recorded: dict) -> bool:
     return (
         torch.__version__ == recorded["torch"]

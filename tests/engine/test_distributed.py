@@ -8,17 +8,17 @@ this single process are the reference.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import small_raw_spec
 from distributed_worker import Stop, run_jobs
-from support import strip_time
-from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+from support import one_torch_thread, strip_time
+from torch.distributed.launcher.api import elastic_launch
 
 from fedlab_cli.engine.federation import run
+from fedlab_cli.engine.launch import standalone
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.spec.load import resolve
 
@@ -46,18 +46,8 @@ METHODS = {
 
 
 def launch(processes: int, jobs: list) -> None:
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=processes,
-        run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.2,
-        start_method="spawn",
-    )
-    elastic_launch(config, run_jobs)(jobs)
+    """The processes ``fedlab run --nproc`` would start, each running ``jobs``."""
+    elastic_launch(standalone(processes), run_jobs)(jobs)
 
 
 def raw_spec(path: Path, method: dict, deterministic: bool, **sections) -> dict:
@@ -69,14 +59,10 @@ def raw_spec(path: Path, method: dict, deterministic: bool, **sections) -> dict:
 
 
 def single_process(raw: dict, path: Path) -> list[dict]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         session = RunSession.start(resolve(raw), path)
         run(session.federation, on_round=[session.on_round])
         session.finish()
-    finally:
-        torch.set_num_threads(before)
     return strip_time(session.run_dir.metrics())
 
 

@@ -30,14 +30,6 @@ ADDED = {"uplink_bits", "downlink_bits"}  # fields Engine v2 adds to every line
 ROUNDED = {"pfedsd/vectorized/contiguous"}
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def same_environment() -> bool:
     env = RECORDED["environment"]
     return (
