@@ -30,8 +30,8 @@ from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.forward import vmappable
-from fedlab_cli.engine.method import RunContext
-from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.method import RunContext, overrides
+from fedlab_cli.engine.population import Population, weights_sha256
 from fedlab_cli.engine.strategies import make_strategy
 from fedlab_cli.engine.trainer import LocalTrainer
 from fedlab_cli.engine.world import from_environment
@@ -97,8 +97,12 @@ def build_federation(
     strategy = build_strategy(spec, model, data, population, device)
     federation = Federation(spec, device, model, population, method, data, strategy)
     federation.splits, federation.notice = splits, notice
-    if calibrate:
-        method.calibrate(population, Calibration(strategy, population, data, spec.seed))
+    calibration = Calibration(strategy, population, data, spec.seed)
+    method.attach_calibration(calibration)
+    if calibrate and overrides(method, "calibrate"):
+        # what every method started from, before the calibration changes it (SSFL's mask)
+        federation.initial_sha256 = weights_sha256(population)
+        method.calibrate(population, calibration)
     return federation
 
 

@@ -25,7 +25,7 @@ import yaml
 
 from fedlab_cli.atomic import atomic_write_text
 from fedlab_cli.engine.federation import RoundRecord, run
-from fedlab_cli.engine.population import Population
+from fedlab_cli.engine.population import weights_sha256
 from fedlab_cli.engine.registry import load_method
 from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.engine.session import RunSession
@@ -318,7 +318,9 @@ def _complete(
         for leftover in _leftovers(planned.path) or []:
             leftover.unlink()
         session = RunSession.start(planned.resolved, planned.path, progress)
-        fingerprints[planned.key] = weights_sha256(session.federation.population)
+        federation = session.federation  # the weights before any calibration changed them
+        initial = federation.initial_sha256 or weights_sha256(federation.population)
+        fingerprints[planned.key] = initial
         atomic_write_text(out / FINGERPRINTS, json.dumps(fingerprints, indent=2) + "\n")
     events.run_started(planned, session)
     try:
@@ -334,16 +336,6 @@ def _complete(
 def _read_fingerprints(out: Path) -> dict[str, str]:
     path = Path(out) / FINGERPRINTS
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def weights_sha256(population: Population) -> str:
-    """Fingerprint of client 0's parameters and buffers (all clients start from the same)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(population.tensors().items()):
-        first = tensor[0].detach().cpu().contiguous()
-        digest.update(f"{name}|{first.dtype}|{tuple(first.shape)}|".encode())
-        digest.update(first.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

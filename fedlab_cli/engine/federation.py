@@ -93,6 +93,7 @@ class Federation:
         self.splits = None
         self.notice: str | None = None
         self._test_union: Tensor | None = None
+        self.initial_sha256: str | None = None  # set by a build whose calibration changes them
 
     def engine_description(self) -> dict[str, str]:
         """How this run executes, ``auto`` settings resolved (for summary.json and the title)."""

@@ -9,8 +9,11 @@ Building, once:
   with ``population.add_state(name, tensor)`` — the engine stacks, chunks, moves and
   checkpoints it, and hands each block its slice (``Block.state``). A resumed run calls
   ``setup`` too, then ``load_state_dict``.
+- ``attach_calibration(calibration)``: on every build, fresh or resumed, the means of that
+  round trip, for a method that runs it again during training (SSFL after warm-up rounds).
 - ``calibrate(population, calibration)``: a one-time round trip before round 0 (SSFL's
-  saliency): clients compute on their data at the initial weights, the server combines.
+  saliency): clients compute on their data at the initial weights, the server combines. Not
+  called on ``--resume``: what it found must travel in ``state_dict`` or client state.
 
 Each round:
 - ``before_local_training(population, clients, round_index)``.
@@ -170,6 +173,10 @@ class Method:
     def setup(self, population: Population, context: RunContext) -> None:
         """Once, on the initial population, before any round."""
         self.context = context
+
+    def attach_calibration(self, calibration: Calibration) -> None:
+        """Every build, before ``calibrate`` (which a resumed run skips): keep ``calibration``
+        to run the round trip later in training; FedAvg does not."""
 
     def calibrate(self, population: Population, calibration: Calibration) -> None:
         """A one-time client round trip before round 0; FedAvg has none."""

@@ -14,6 +14,7 @@ first + C − 1`` of ``total``; client ids stay global (``index`` turns them int
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -130,6 +131,8 @@ class Population:
     def participant_counts(self, rows: Tensor) -> list[int]:
         """How many participants each process holds (a tiny gather of the counts)."""
         world = self.world
+        if not world.distributed:  # nothing to ask: no read back to the host
+            return [len(rows)]
         mine = torch.tensor([len(rows)], dtype=torch.long, device=self.device)
         return [int(n) for n in world.gather(mine, [1] * world.size).tolist()]
 
@@ -207,3 +210,13 @@ def weighted_mean(stacked: Tensor, clients: Tensor, weights: Tensor) -> Tensor:
     w = (weights / weights.sum()).to(stacked.dtype)
     # elementwise, not a matmul: TF32 matmuls on a GPU would round the weights to 10 bits
     return (stacked[clients] * w.view(-1, *[1] * (stacked.dim() - 1))).sum(0)
+
+
+def weights_sha256(population: Population) -> str:
+    """Fingerprint of client 0's parameters and buffers (all clients start from the same)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(population.tensors().items()):
+        first = tensor[0].detach().cpu().contiguous()
+        digest.update(f"{name}|{first.dtype}|{tuple(first.shape)}|".encode())
+        digest.update(first.numpy().tobytes())
+    return digest.hexdigest()

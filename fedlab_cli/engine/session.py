@@ -173,17 +173,19 @@ def summarize(
     resolved: ResolvedSpec, records: list[dict], device: str, method_summary: dict
 ) -> dict:
     """Final and best accuracies (in %), and which one is the method's result (decision 2);
-    None where no round was evaluated (a run that diverged in its first rounds)."""
+    None where no round was evaluated (a run that diverged in its first rounds); ``acc_global``
+    too where the run records it (``eval.global``)."""
     evaluated = [r for r in records if r["acc_agg"] is not None]
     metric = resolved.method_cls.final_accuracy
     if not evaluated:
-        empty = {"acc_local": None, "acc_agg": None}
-        last = {**empty, f"{metric}_clients": []}
-        best = {k: {"value": None, "round": None} for k in empty}
+        keys = ["acc_local", "acc_agg"]
+        last = {**dict.fromkeys(keys), f"{metric}_clients": []}
+        best = {k: {"value": None, "round": None} for k in keys}
     else:
         last = evaluated[-1]
+        keys = ["acc_local", "acc_agg"] + (["acc_global"] if "acc_global" in last else [])
         best = {}
-        for key in ("acc_local", "acc_agg"):
+        for key in keys:
             top = max(evaluated, key=lambda r, k=key: r[k])
             best[key] = {"value": top[key], "round": top["round"]}
     return {
@@ -195,7 +197,7 @@ def summarize(
         "final_metric": metric,
         "final_accuracy": last[metric],
         "best_accuracy": best[metric]["value"],
-        "final": {"acc_local": last["acc_local"], "acc_agg": last["acc_agg"]},
+        "final": {key: last[key] for key in keys},
         "best": best,
         "final_acc_clients": last[f"{metric}_clients"],
         "client_std": float(np.std(last[f"{metric}_clients"])) if evaluated else None,

@@ -234,7 +234,6 @@ class LocalTrainer:
         n = data.train_sizes[members[0]]
         own = data.train_idx.index_select(0, to_device(members, rows.device))[:, :n]
         images, labels = data.dataset.train_images, data.dataset.train_labels
-        lr = round_lr(cfg, round_index)
         device = own.device
         keys = self.keys(members, device)
         losses: list[Tensor] = []
@@ -245,6 +244,7 @@ class LocalTrainer:
             for name, p in params.items():
                 p.requires_grad_(name in trainable)
             for _ in range(phase.epochs):
+                lr = round_lr(cfg, round_index, epoch)
                 for lo, hi in batch_bounds(n, cfg.batch_size):
                     batch = own.gather(1, plan.order[:, epoch, lo:hi])  # [k, b] pool positions
                     x = plan.augment(data.train_transform, images, batch, epoch, lo, hi)

@@ -1,7 +1,9 @@
 """The table of a method comparison: statistics over seeds, pure functions of run summaries.
 
 Per method: final accuracy (the method's result metric at the last round, REFERENCE.md
-decision 2) as mean ± sample std over seeds, best-round mean, wall time. Per method against
+decision 2) as mean ± sample std over seeds, best-round mean, wall time, the global model's
+final accuracy where the runs record it (``eval.global``) and the uplink bits per parameter per
+participant-round (``uplink_bpp`` of the run summaries; FedAvg sends 32). Per method against
 the first one, paired by seed (same partition, same initial weights): mean difference with a
 95% t-interval, the two-sided paired t-test, and how many clients (pooled over seeds) end
 with a higher accuracy. With one seed, std, interval and p are undefined and shown as "—".
@@ -33,6 +35,8 @@ RESULT_COLUMNS = (
     "final_accuracy",
     "best_accuracy",
     "final_metric",
+    "global_accuracy",
+    "uplink_bpp",
     "wall_seconds",
     "run_dir",
     "init_sha256",
@@ -65,6 +69,8 @@ class RunResult:
     clients: tuple[float, ...]
     init_sha256: str | None = None
     partition_sha256: str | None = None
+    global_accuracy: float | None = None
+    uplink_bpp: float | None = None
 
     @classmethod
     def from_summary(
@@ -85,12 +91,15 @@ class RunResult:
             clients=tuple(summary["final_acc_clients"]),
             init_sha256=init_sha256,
             partition_sha256=partition_sha256,
+            global_accuracy=summary.get("final", {}).get("acc_global"),
+            uplink_bpp=summary.get("uplink_bpp"),
         )
 
 
 @dataclass(frozen=True)
 class MethodStats:
-    """One method over its seeds; ``final_std`` is the sample std (ddof=1), None for one seed."""
+    """One method over its seeds; ``final_std`` is the sample std (ddof=1), None for one seed;
+    ``global_*`` and ``uplink_bpp_mean`` are None unless every run records them."""
 
     method: str
     final_metric: str
@@ -99,6 +108,9 @@ class MethodStats:
     final_std: float | None
     best_mean: float
     wall_mean: float
+    global_mean: float | None = None
+    global_std: float | None = None
+    uplink_bpp_mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,8 @@ def method_stats(results: list[RunResult]) -> MethodStats:
     """Mean and sample std of the final accuracy over seeds, best-round and wall-time means."""
     ordered = sorted(results, key=lambda r: r.seed)
     finals = [r.final_accuracy for r in ordered]
+    globals_ = _all_or_none([r.global_accuracy for r in ordered])
+    bpps = _all_or_none([r.uplink_bpp for r in ordered])
     return MethodStats(
         method=ordered[0].method,
         final_metric=ordered[0].final_metric,
@@ -146,7 +160,14 @@ def method_stats(results: list[RunResult]) -> MethodStats:
         final_std=statistics.stdev(finals) if len(finals) > 1 else None,
         best_mean=statistics.fmean(r.best_accuracy for r in ordered),
         wall_mean=round(statistics.fmean(r.wall_seconds for r in ordered), 3),
+        global_mean=statistics.fmean(globals_) if globals_ else None,
+        global_std=statistics.stdev(globals_) if globals_ and len(globals_) > 1 else None,
+        uplink_bpp_mean=statistics.fmean(bpps) if bpps else None,
     )
+
+
+def _all_or_none(values: list[float | None]) -> list[float] | None:
+    return None if any(v is None for v in values) else list(values)  # type: ignore[arg-type]
 
 
 def paired_stats(results: list[RunResult], baseline: list[RunResult]) -> PairedStats:
@@ -279,7 +300,19 @@ def format_p(p: float | None) -> str:
 
 
 def format_mean_std(m: MethodStats) -> str:
-    return _num(m.final_mean) if m.final_std is None else f"{m.final_mean:.2f} ± {m.final_std:.2f}"
+    return _mean_std(m.final_mean, m.final_std)
+
+
+def format_global(m: MethodStats) -> str:
+    return _mean_std(m.global_mean, m.global_std)
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    return _num(mean) if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def has_global(c: Comparison) -> bool:
+    return any(m.global_mean is not None for m in c.methods)
 
 
 def format_diff(p: PairedStats) -> str:
@@ -303,6 +336,9 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
     table.add_column("method", no_wrap=True)
     table.add_column("final % ± std", justify="right", no_wrap=True)
     table.add_column("best %", justify="right", no_wrap=True)
+    if has_global(c):
+        table.add_column("global % ± std", justify="right", no_wrap=True)
+    table.add_column("uplink bpp", justify="right", no_wrap=True)
     table.add_column("wall", justify="right", no_wrap=True)
     table.add_column(f"Δ vs {c.baseline} [95% CI]", justify="right")
     table.add_column("p", justify="right", no_wrap=True)
@@ -313,28 +349,48 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
             m.method,
             format_mean_std(m),
             _num(m.best_mean),
+            *([format_global(m)] if has_global(c) else []),
+            _num(m.uplink_bpp_mean),
             clock(m.wall_mean),
             format_diff(p) if p else "baseline",
             format_p(p.p_value) if p else "",
             format_wins(p) if p else "",
         )
     table.caption = "\n".join(
-        [*c.notes, "best: best-round value, mean over seeds; wall: mean wall time per run."]
+        [
+            *c.notes,
+            "best: best-round value, mean over seeds; wall: mean wall time per run.",
+            *_column_notes(c),
+        ]
     )
     return table
 
 
+def _column_notes(c: Comparison) -> list[str]:
+    notes = []
+    if has_global(c):
+        notes.append(
+            "global: the global model's final accuracy on the union of the clients' test "
+            "splits (acc_global), mean ± sample std over seeds."
+        )
+    notes.append("uplink bpp: uplink bits per model parameter per participant-round, mean.")
+    return notes
+
+
 def summary_markdown(c: Comparison) -> str:
     """A paper-ready markdown table with its footnotes."""
-    lines = [
-        f"| method | acc (mean ± std) | Δ vs {c.baseline} [95% CI] | p | wins |",
-        "|---|---|---|---|---|",
-    ]
+    extra = ["global acc"] if has_global(c) else []
+    header = ["method", "acc (mean ± std)", f"Δ vs {c.baseline} [95% CI]", "p", "wins"]
+    header += [*extra, "uplink bpp"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in c.methods:
         p = c.paired.get(m.method)
         cells = [format_diff(p), format_p(p.p_value), format_wins(p)] if p else [DASH, DASH, DASH]
+        cells += [format_global(m)] if has_global(c) else []
+        cells.append(_num(m.uplink_bpp_mean))
         lines.append(f"| {m.method} | {format_mean_std(m)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in c.notes) + "\n"
+    notes = [*c.notes, *_column_notes(c)]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
 def results_csv(results: list[RunResult]) -> str:

@@ -102,6 +102,10 @@ class LRScheduleSpec(_Section):
     gamma: FiniteFloat = Field(1.0, gt=0, le=1, description="exponential: lr * gamma**round")
     cycle: StrictCount = Field(10, ge=1, description="cosine_restarts: rounds per cycle")
     eta_min: FiniteFloat = Field(0.0, ge=0, description="cosine_restarts: the lowest lr")
+    unit: Literal["round", "epoch"] = Field(
+        "round",
+        description="what t counts: rounds, or local epochs restarting every round (SSFL's code)",
+    )
 
 
 _SGD_ONLY = {"momentum": 0.9, "nesterov": False}

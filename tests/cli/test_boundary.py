@@ -88,7 +88,9 @@ def test_diverged_training_stays_exit_1_one_line(spec_file, monkeypatch, tmp_pat
     monkeypatch.setattr(run_cmd, "run", diverge)
     result = invoke("run", spec_file, "--set", f"output.dir={tmp_path / 'o'}", "--quiet")
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == ["error: round 0: loss is nan"]
+    assert result.stderr.strip().splitlines() == [
+        "error: round 0: loss is nan (summary.json records status diverged)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -123,5 +125,5 @@ def test_warnings_are_one_line(spec_file, tmp_path, monkeypatch):
     result = invoke("run", spec_file, "--set", f"output.dir={tmp_path / 'o'}", "--quiet")
     assert result.stderr.strip().splitlines() == [
         "WARNING: dataset cache x is stale rebuilding it",
-        "error: stop",
+        "error: stop (summary.json records status diverged)",
     ]

@@ -56,7 +56,14 @@ def test_compare_numbers_equal_an_independent_computation_from_the_run_dirs(spec
     args = ("fedavg", "fedbn", "--preset", spec_file, "--seeds", "0,1,2", "--out", out, *sets)
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    for text in ("fedavg", "fedbn", "Δ vs fedavg [95% CI]", "ddof=1", "final % ± std"):
+    for text in (
+        "fedavg",
+        "fedbn",
+        "Δ vs fedavg [95% CI]",
+        "ddof=1",
+        "final % ± std",
+        "uplink bpp",
+    ):
         assert text in result.stdout, text
     summary = json.loads((out / "summary.json").read_text())
     runs = {
@@ -71,6 +78,9 @@ def test_compare_numbers_equal_an_independent_computation_from_the_run_dirs(spec
         assert row["final_std"] == pytest.approx(sample_std(finals[method]))
         best = [runs[method, s]["best_accuracy"] for s in range(3)]
         assert row["best_mean"] == pytest.approx(sum(best) / 3)
+        bpp = [runs[method, s]["uplink_bpp"] for s in range(3)]
+        assert row["uplink_bpp_mean"] == pytest.approx(sum(bpp) / 3)
+    assert summary["methods"][1]["uplink_bpp_mean"] < summary["methods"][0]["uplink_bpp_mean"]
     d = [b - a for a, b in zip(finals["fedavg"], finals["fedbn"], strict=True)]
     mean, sd = sum(d) / 3, sample_std(d)
     half = t975_df2() * sd / math.sqrt(3)

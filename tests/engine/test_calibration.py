@@ -66,3 +66,25 @@ def test_scores_are_the_weighted_mean_of_each_clients_saliency(make_spec, strate
     for name, tensor in fresh.population.tensors().items():
         assert torch.equal(fed.population.tensors()[name], tensor), name
     assert torch.equal(fed.generator.get_state(), fresh.generator.get_state())
+
+
+class Attached(Method):
+    """Records which of the two calibration hooks a build calls."""
+
+    def attach_calibration(self, calibration):
+        self.attached = calibration
+
+    def calibrate(self, population, calibration):
+        self.calibrated = calibration
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_every_build_attaches_the_calibration_only_a_fresh_one_calibrates(make_spec, calibrate):
+    """A resumed run (``calibrate=False``) skips the round trip but may still run it later."""
+    spec = dataclasses.replace(make_spec(), method_cls=Attached)
+    fed = build_federation(spec, calibrate=calibrate)
+    attached = fed.method.attached
+    assert attached.population is fed.population and attached.data is fed.data
+    assert hasattr(fed.method, "calibrated") == calibrate
+    if calibrate:
+        assert fed.method.calibrated is attached

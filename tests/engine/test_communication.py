@@ -64,7 +64,7 @@ def test_separate_sends_nothing(make_spec, tmp_path):
 
 
 def test_global_accuracy_is_the_global_model_on_the_union_of_test_splits(make_spec, tmp_path):
-    session, _ = finished(
+    session, summary = finished(
         make_spec, tmp_path, "global", eval={"global": True}, federation={"rounds": 2}
     )
     fed = session.federation
@@ -76,8 +76,16 @@ def test_global_accuracy_is_the_global_model_on_the_union_of_test_splits(make_sp
         correct = (model(images).argmax(1) == fed.data.dataset.test_labels[union]).sum()
     assert session.records[-1]["acc_global"] == pytest.approx(100.0 * float(correct) / len(union))
     assert len(union) < fed.data.test_idx.numel()  # clients share test samples: counted once
-    without, _ = finished(make_spec, tmp_path, "local", federation={"rounds": 2})
+    # the summary gives its final and best value beside the personal scopes
+    values = [r["acc_global"] for r in session.records]
+    assert summary["final"]["acc_global"] == values[-1]
+    assert summary["best"]["acc_global"] == {
+        "value": max(values),
+        "round": values.index(max(values)),
+    }
+    without, plain = finished(make_spec, tmp_path, "local", federation={"rounds": 2})
     assert "acc_global" not in without.records[0]
+    assert set(plain["final"]) == set(plain["best"]) == {"acc_local", "acc_agg"}
     assert strip_time(without.records) == [
         {k: v for k, v in r.items() if k != "acc_global"} for r in strip_time(session.records)
     ]  # recording it changes nothing else

@@ -161,6 +161,23 @@ def test_same_seed_same_partition_and_initial_weights(preset, tmp_path):
     assert finals["fedavg"] != finals["separate"]
 
 
+def test_a_calibrating_method_is_fingerprinted_before_its_calibration(preset, tmp_path):
+    """SSFL multiplies its mask into the weights before round 0: the fingerprint is still the
+    start every method shares, so the table raises no false warning."""
+    out = tmp_path / "cmp"
+    completed = execute(plan(preset, out, methods=("fedavg", "ssfl"), seeds=(0,)), out)
+    fingerprints = json.loads((out / FINGERPRINTS).read_text())
+    ssfl_dir = run_path(out, "ssfl", 0)
+    resolved = load_spec(ssfl_dir / "spec.yaml")
+    splits = ClientSplits.from_json(json.loads((ssfl_dir / "partition.json").read_text()))
+    uncalibrated = build_federation(resolved, splits=splits, calibrate=False).population
+    masked = build_federation(resolved, splits=splits).population
+    assert weights_sha256(masked) != weights_sha256(uncalibrated)  # the check can fail
+    assert fingerprints["ssfl/seed0"] == fingerprints["fedavg/seed0"]
+    assert fingerprints["ssfl/seed0"] == weights_sha256(uncalibrated)
+    assert len({c.init_sha256 for c in completed}) == 1
+
+
 class Crash(Exception):
     pass
 

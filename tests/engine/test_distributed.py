@@ -36,6 +36,7 @@ METHODS = {
     "fedcac": {"name": "fedcac"},
     "fedprox": {"name": "fedprox", "mu": 0.1},
     "lips": {"name": "lips", "interval": 2},
+    "ssfl": {"name": "ssfl", "density": 0.3},
     "lips-persistent-random": {
         "name": "lips",
         "interval": 2,

@@ -30,6 +30,8 @@ HOT_PATH = {
         {"name": "fedrep"},
         {"name": "pfedsd"},
         {"name": "fedcac"},
+        {"name": "ssfl"},
+        {"name": "ssfl", "warmup_rounds": 1},
     ],
     ids=lambda m: "-".join(map(str, m.values())),
 )

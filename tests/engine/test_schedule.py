@@ -41,3 +41,28 @@ def test_cosine_restarts_equals_torch_scheduler():
         assert round_lr(spec, t) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
         optimizer.step()
         scheduler.step()
+
+
+def test_epoch_unit_is_a_fresh_torch_scheduler_every_round_stepped_each_epoch():
+    """SSFL's code builds CosineAnnealingWarmRestarts(T_0=10, eta_min=1e-5) anew in every local
+    training and steps it after each of the E epochs: the lr depends on the epoch alone."""
+    spec = TrainingSpec(
+        lr=0.1,
+        lr_schedule={"name": "cosine_restarts", "cycle": 10, "eta_min": 1e-5, "unit": "epoch"},
+    )
+    for round_index in (0, 1, 7):
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([param], lr=0.1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, 10, eta_min=1e-5
+        )
+        for epoch in range(12):
+            expected = optimizer.param_groups[0]["lr"]
+            assert round_lr(spec, round_index, epoch) == pytest.approx(expected, rel=1e-12)
+            optimizer.step()
+            scheduler.step()
+
+
+def test_round_unit_ignores_the_epoch():
+    spec = training(name="exponential", gamma=0.5)
+    assert [round_lr(spec, 2, e) for e in range(3)] == [0.025] * 3

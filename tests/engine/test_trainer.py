@@ -196,6 +196,31 @@ def test_exponential_schedule_sets_each_rounds_lr(make_spec, tmp_path):
         torch.testing.assert_close(step, -0.2 * 0.5**r * grad, rtol=1e-5, atol=1e-8)
 
 
+def test_epoch_schedule_sets_each_local_epochs_lr(make_spec, tmp_path):
+    """unit: epoch, cycle 2: epoch 0 at lr, epoch 1 at (lr + eta_min)/2, in every round."""
+    session = one_step_session(
+        make_spec,
+        tmp_path,
+        "epochs",
+        lr=0.2,
+        local_epochs=2,
+        lr_schedule={"name": "cosine_restarts", "cycle": 2, "eta_min": 0.02, "unit": "epoch"},
+    )
+    fed = session.federation
+    name = "classifier.weight"
+    pop = fed.population
+    for _ in range(2):
+        params = {n: t[0].clone() for n, t in pop.params.items()}
+        buffers = {n: t[0].clone() for n, t in pop.buffers.items()}
+        first = hand_gradient(fed, 0, params, buffers)
+        fed.run_round()
+        # epoch 0 (one full batch) at lr 0.2; epoch 1's gradient is the trace's last one
+        after_first = params[name] - 0.2 * first[name]
+        last = fed.method.trace.last_grads[name][0]
+        expected = after_first - (0.02 + 0.18 * 0.5) * last
+        torch.testing.assert_close(pop.params[name][0], expected, rtol=1e-5, atol=1e-7)
+
+
 # -- unequal client sizes -------------------------------------------------------------------------
 
 

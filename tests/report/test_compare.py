@@ -25,7 +25,18 @@ from fedlab_cli.report.compare import (
 )
 
 
-def result(method, seed, final, best=None, clients=(50.0, 60.0), wall=10.0, part="p", init="i"):
+def result(
+    method,
+    seed,
+    final,
+    best=None,
+    clients=(50.0, 60.0),
+    wall=10.0,
+    part="p",
+    init="i",
+    uplink_bpp=None,
+    acc_global=None,
+):
     summary = {
         "method": method,
         "seed": seed,
@@ -35,6 +46,10 @@ def result(method, seed, final, best=None, clients=(50.0, 60.0), wall=10.0, part
         "wall_seconds": wall,
         "final_acc_clients": list(clients),
     }
+    if uplink_bpp is not None:
+        summary["uplink_bpp"] = uplink_bpp
+    if acc_global is not None:
+        summary["final"] = {"acc_global": acc_global}
     init_sha = None if init is None else f"{init}{seed}"
     return RunResult.from_summary(summary, f"out/{method}/seed{seed}", init_sha, f"{part}{seed}")
 
@@ -179,10 +194,10 @@ def test_files_and_table(three_seeds, tmp_path):
     assert float(summary[2]["final_mean"]) == pytest.approx(sum(LIPS) / 3)
     assert summary[0]["p_value"] == "" and summary[0]["seeds"] == "0 1 2"
     md = summary_markdown(c).splitlines()
-    assert md[0] == "| method | acc (mean ± std) | Δ vs fedavg [95% CI] | p | wins |"
+    assert md[0] == ("| method | acc (mean ± std) | Δ vs fedavg [95% CI] | p | wins | uplink bpp |")
     d = [a - b for a, b in zip(FEDBN, FEDAVG, strict=True)]
     assert md[3].startswith(f"| fedbn | {sum(FEDBN) / 3:.2f} ± {sample_std(FEDBN):.2f} | ")
-    assert md[3].endswith(" | 0/6 (6) |")  # identical client accuracies: all ties
+    assert md[3].endswith(" | 0/6 (6) | — |")  # all ties; summaries without uplink_bpp
     write_files(tmp_path, three_seeds, c, {"preset": "x.yaml"})
     data = json.loads((tmp_path / "summary.json").read_text())
     assert data["preset"] == "x.yaml" and data["std_ddof"] == 1
@@ -193,3 +208,36 @@ def test_files_and_table(three_seeds, tmp_path):
     text = console.export_text()
     assert "lips" in text and f"{sum(LIPS) / 3:.2f} ± {sample_std(LIPS):.2f}" in text
     assert "baseline" in text and "ddof=1" in text
+
+
+def test_uplink_bpp_and_global_accuracy_come_from_the_run_summaries(tmp_path):
+    """Means over seeds of each run's ``uplink_bpp`` and final ``acc_global``, in every output."""
+    bpp = {"fedavg": [32.3, 32.3], "ssfl": [16.5, 16.4]}
+    glob = {"fedavg": [80.0, 83.0], "ssfl": [81.0, 86.0]}
+    runs = [
+        result(m, s, 70.0 + s, uplink_bpp=bpp[m][s], acc_global=glob[m][s])
+        for m in ("fedavg", "ssfl")
+        for s in (0, 1)
+    ]
+    c = compare(runs)
+    ssfl = c.methods[1]
+    assert ssfl.uplink_bpp_mean == pytest.approx(16.45)
+    assert ssfl.global_mean == pytest.approx(83.5)
+    assert ssfl.global_std == pytest.approx(sample_std(glob["ssfl"]))
+    md = summary_markdown(c).splitlines()
+    assert md[0].endswith("| wins | global acc | uplink bpp |")
+    assert md[3].endswith(f"| {83.5:.2f} ± {sample_std(glob['ssfl']):.2f} | 16.45 |")
+    rows = list(csv.DictReader(io.StringIO(results_csv(runs))))
+    assert [float(r["uplink_bpp"]) for r in rows] == bpp["fedavg"] + bpp["ssfl"]
+    assert [float(r["global_accuracy"]) for r in rows] == glob["fedavg"] + glob["ssfl"]
+    write_files(tmp_path, runs, c)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["methods"][0]["uplink_bpp_mean"] == pytest.approx(32.3)
+    console = Console(width=200, record=True)
+    console.print(comparison_table(c))
+    text = console.export_text()
+    assert "uplink bpp" in text and "16.45" in text and "global % ± std" in text
+    # a run without the field leaves its method's mean undefined, not averaged over the others
+    partial = [*runs[:3], result("ssfl", 1, 71.0)]
+    stats = compare(partial).methods[1]
+    assert stats.uplink_bpp_mean is None and stats.global_mean is None
