@@ -59,3 +59,11 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most four (each trains on one thread; the
+    multi-process tests start two more processes of their own)."""
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0))))
