@@ -150,13 +150,10 @@ class SSFL(Method):
     def aggregate(
         self, population: Population, participants: Tensor, weights: Tensor, round_index: int
     ) -> None:
-        """FedAvg of every shared tensor, the mask re-applied to the mean, sent to every client."""
-        tensors = population.tensors()
-        means = population.mean_over(self.shared_names(population), participants, weights)
-        for name, mean in means.items():
-            if name in self.mask:
-                mean.mul_(self.mask[name])
-            tensors[name].copy_(mean.expand_as(tensors[name]))
+        """FedAvg of every shared tensor, then the mask re-applied to what every client holds."""
+        super().aggregate(population, participants, weights, round_index)
+        for name, mask in self.mask.items():
+            population.params[name].mul_(mask)
 
     # -- communication and records -----------------------------------------------------------
 

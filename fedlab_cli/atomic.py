@@ -131,20 +131,17 @@ def atomic_write_text(path: Path, text: str, **options: Any) -> Written:
 
 
 def atomic_write_bytes(path: Path, data: bytes, **options: Any) -> Written:
-    written: list[Written] = []
-    before = options.pop("before_replace", None)
-
-    def record(info: Written) -> None:
-        written.append(info)
-        if before is not None:
-            before(info)
-
-    with atomic_open(path, size_hint=len(data), before_replace=record, **options) as handle:
-        handle.write(data)
-    return written[0]
+    return _atomic_write(path, len(data), lambda handle: handle.write(data), options)
 
 
 def atomic_torch_save(obj: Any, path: Path, **options: Any) -> Written:
+    return _atomic_write(path, tensor_bytes(obj), lambda sink: torch.save(obj, sink), options)
+
+
+def _atomic_write(
+    path: Path, size_hint: int, write: Callable[[Any], object], options: dict[str, Any]
+) -> Written:
+    """``write`` into ``atomic_open``; what was written, still passed to ``before_replace``."""
     written: list[Written] = []
     before = options.pop("before_replace", None)
 
@@ -153,8 +150,8 @@ def atomic_torch_save(obj: Any, path: Path, **options: Any) -> Written:
         if before is not None:
             before(info)
 
-    with atomic_open(path, size_hint=tensor_bytes(obj), before_replace=record, **options) as sink:
-        torch.save(obj, sink)
+    with atomic_open(path, size_hint=size_hint, before_replace=record, **options) as handle:
+        write(handle)
     return written[0]
 
 
