@@ -1,7 +1,7 @@
 """SSFL (Ohib et al., "Unmasking Efficiency: Learning Salient Sparse Models in Non-IID FL").
 
 One global sparse subnetwork, found once from the clients' saliency, then FedAvg inside it, as
-riohib/SSFL@83fc11d runs it (../shared/SPARSE_FL.md §1):
+riohib/SSFL@83fc11d runs it (docs/SPARSE_FL.md §1):
 
     prunable: every conv and linear weight (stem, shortcuts, classifier); never a bias or norm
     1. every client c (not only the sampled ones), at the global weights, model in eval mode:
