@@ -257,3 +257,29 @@ def test_sigterm_stops_after_the_round_and_a_rerun_continues(spec_file, tmp_path
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert "fedavg seed 0: resuming at round 1" in again.stderr
+
+
+def test_a_diverged_run_is_reported_in_the_table_not_fatal(spec_file, tmp_path):
+    """FedProx with μ = 1e38 overflows its proximal term: every seed diverges. The compare still
+    ends with exit 0, the table and summary.json name the diverged runs, the baseline's numbers
+    are those of its own run dirs, and a rerun reuses the diverged runs instead of retrying."""
+    out = tmp_path / "cmp"
+    args = ("fedavg", "fedprox", "--preset", spec_file, "--seeds", "0,1", "--out", out)
+    result = invoke(*args, "--set", "fedprox:method.mu=1e38")
+    assert result.exit_code == 0, result.output
+    assert "diverged" in result.output and "DIVERGED with seed 0, 1" in result.output
+    for seed in (0, 1):
+        summary = json.loads((out / "fedprox" / f"seed{seed}" / "summary.json").read_text())
+        assert summary["status"] == "diverged" and "loss is" in summary["diverged"]
+    table = json.loads((out / "summary.json").read_text())
+    rows = {row["method"]: row for row in table["methods"]}
+    assert rows["fedprox"]["final_mean"] is None and rows["fedprox"]["diverged"] == [0, 1]
+    assert rows["fedprox"]["diff_mean"] is None  # no seed where both completed
+    finals = [
+        json.loads((out / "fedavg" / f"seed{s}" / "summary.json").read_text())["final_accuracy"]
+        for s in (0, 1)
+    ]
+    assert rows["fedavg"]["final_mean"] == pytest.approx(sum(finals) / 2)
+    assert rows["fedavg"]["diverged"] == []
+    again = invoke(*args, "--set", "fedprox:method.mu=1e38")
+    assert again.exit_code == 0 and again.output.count("reused") == 4

@@ -20,6 +20,7 @@ from fedlab_cli.engine.compare import (
 )
 from fedlab_cli.engine.federation import run
 from fedlab_cli.engine.session import RunSession
+from fedlab_cli.engine.rundir import RunDir
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import load_spec
 
@@ -265,7 +266,9 @@ def test_leftovers_of_a_killed_start_are_cleared_but_foreign_files_refused(prese
     out = tmp_path / "cmp"
     target = run_path(out, "fedavg", 0)
     target.mkdir(parents=True)
-    (target / "partition.json").write_text("{}")  # a start killed before spec.yaml
+    # a start killed before spec.yaml: the partition and the manifest that records it
+    RunDir(target)._write_text("partition.json", "{}")
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "partition.json"]
     planned = plan(preset, out, methods=("fedavg",), seeds=(0,))
     assert planned[0].status == "start"
     execute(planned, out)
