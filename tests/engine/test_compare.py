@@ -19,8 +19,8 @@ from fedlab_cli.engine.compare import (
     weights_sha256,
 )
 from fedlab_cli.engine.federation import run
-from fedlab_cli.engine.session import RunSession
 from fedlab_cli.engine.rundir import RunDir
+from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import load_spec
 

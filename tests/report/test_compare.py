@@ -241,3 +241,30 @@ def test_uplink_bpp_and_global_accuracy_come_from_the_run_summaries(tmp_path):
     partial = [*runs[:3], result("ssfl", 1, 71.0)]
     stats = compare(partial).methods[1]
     assert stats.uplink_bpp_mean is None and stats.global_mean is None
+
+
+def test_a_diverged_seed_is_named_and_left_out_of_means_and_pairs():
+    """Method b diverges with seed 2: its mean and std are over seeds 0, 1; the pairing with a
+    uses seeds 0, 1 only (two seeds: the Cauchy closed form); the table says which seed."""
+    runs = [result("a", s, f) for s, f in enumerate((60.0, 62.0, 61.0))]
+    runs += [result("b", 0, 65.0), result("b", 1, 64.0)]
+    broken = {"method": "b", "seed": 2, "final_accuracy": None, "best_accuracy": None}
+    broken.update(final_metric="acc_agg", wall_seconds=3.0, final_acc_clients=[])
+    runs.append(RunResult.from_summary({**broken, "status": "diverged"}, "out/b/seed2"))
+    c = compare(runs)
+    a, b = c.methods
+    assert a.final_mean == pytest.approx(61.0) and a.diverged == ()
+    assert b.final_mean == pytest.approx(64.5) and b.final_std == pytest.approx(
+        sample_std([65, 64])
+    )
+    assert b.diverged == (2,) and b.seeds == (0, 1, 2)
+    assert b.wall_mean == pytest.approx((10.0 + 10.0 + 3.0) / 3, abs=1e-3)  # time spent
+    paired = c.paired["b"]
+    assert paired.n == 2 and paired.diff_mean == pytest.approx(((65 - 60) + (64 - 62)) / 2)
+    assert paired.ci_low == pytest.approx(
+        3.5 - math.tan(0.475 * math.pi) * sample_std([5, 2]) / 2**0.5
+    )
+    assert any("b: DIVERGED with seed 2" in note for note in c.notes)
+    text = io.StringIO()
+    Console(file=text, width=200).print(comparison_table(c))
+    assert "64.50 ± 0.71 (1 diverged)" in text.getvalue()
