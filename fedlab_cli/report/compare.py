@@ -37,7 +37,6 @@ RESULT_COLUMNS = (
     "final_metric",
     "global_accuracy",
     "uplink_bpp",
-    "status",
     "wall_seconds",
     "run_dir",
     "init_sha256",
@@ -62,8 +61,8 @@ class RunResult:
 
     method: str
     seed: int
-    final_accuracy: float | None  # None: the run diverged before any evaluated round
-    best_accuracy: float | None
+    final_accuracy: float
+    best_accuracy: float
     final_metric: str
     wall_seconds: float
     run_dir: str
@@ -72,11 +71,6 @@ class RunResult:
     partition_sha256: str | None = None
     global_accuracy: float | None = None
     uplink_bpp: float | None = None
-    status: str = "complete"  # or "diverged": a NaN/inf loss stopped it (summary.json says)
-
-    @property
-    def diverged(self) -> bool:
-        return self.status == "diverged"
 
     @classmethod
     def from_summary(
@@ -99,28 +93,24 @@ class RunResult:
             partition_sha256=partition_sha256,
             global_accuracy=summary.get("final", {}).get("acc_global"),
             uplink_bpp=summary.get("uplink_bpp"),
-            status=summary.get("status", "complete"),
         )
 
 
 @dataclass(frozen=True)
 class MethodStats:
     """One method over its seeds; ``final_std`` is the sample std (ddof=1), None for one seed;
-    ``global_*`` and ``uplink_bpp_mean`` are None unless every run records them. Statistics are
-    over the runs that completed; ``diverged`` names the seeds whose run diverged (all of them:
-    the accuracies are None)."""
+    ``global_*`` and ``uplink_bpp_mean`` are None unless every run records them."""
 
     method: str
     final_metric: str
     seeds: tuple[int, ...]
-    final_mean: float | None
+    final_mean: float
     final_std: float | None
-    best_mean: float | None
+    best_mean: float
     wall_mean: float
     global_mean: float | None = None
     global_std: float | None = None
     uplink_bpp_mean: float | None = None
-    diverged: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,25 +147,22 @@ class Comparison:
 
 
 def method_stats(results: list[RunResult]) -> MethodStats:
-    """Mean and sample std of the final accuracy over the seeds whose run completed, best-round
-    and wall-time means; diverged runs are named, not averaged."""
+    """Mean and sample std of the final accuracy over seeds, best-round and wall-time means."""
     ordered = sorted(results, key=lambda r: r.seed)
-    complete = [r for r in ordered if not r.diverged]
-    finals = [r.final_accuracy for r in complete]
-    globals_ = _all_or_none([r.global_accuracy for r in complete])
-    bpps = _all_or_none([r.uplink_bpp for r in complete])
+    finals = [r.final_accuracy for r in ordered]
+    globals_ = _all_or_none([r.global_accuracy for r in ordered])
+    bpps = _all_or_none([r.uplink_bpp for r in ordered])
     return MethodStats(
         method=ordered[0].method,
         final_metric=ordered[0].final_metric,
         seeds=tuple(r.seed for r in ordered),
-        final_mean=statistics.fmean(finals) if finals else None,
+        final_mean=statistics.fmean(finals),
         final_std=statistics.stdev(finals) if len(finals) > 1 else None,
-        best_mean=statistics.fmean(r.best_accuracy for r in complete) if complete else None,
+        best_mean=statistics.fmean(r.best_accuracy for r in ordered),
         wall_mean=round(statistics.fmean(r.wall_seconds for r in ordered), 3),
         global_mean=statistics.fmean(globals_) if globals_ else None,
         global_std=statistics.stdev(globals_) if globals_ and len(globals_) > 1 else None,
         uplink_bpp_mean=statistics.fmean(bpps) if bpps else None,
-        diverged=tuple(r.seed for r in ordered if r.diverged),
     )
 
 
@@ -183,16 +170,13 @@ def _all_or_none(values: list[float | None]) -> list[float] | None:
     return None if any(v is None for v in values) else list(values)  # type: ignore[arg-type]
 
 
-def paired_stats(results: list[RunResult], baseline: list[RunResult]) -> PairedStats | None:
-    """The method minus the baseline, seed by seed: t-interval, paired t-test, client wins —
-    over the seeds where both runs completed (None if there is none)."""
+def paired_stats(results: list[RunResult], baseline: list[RunResult]) -> PairedStats:
+    """The method minus the baseline, seed by seed: t-interval, paired t-test, client wins."""
     mine = {r.seed: r for r in results}
     theirs = {r.seed: r for r in baseline}
     if set(mine) != set(theirs):
         raise ValueError(f"seeds differ: {sorted(mine)} vs {sorted(theirs)}")
-    seeds = sorted(s for s in mine if not (mine[s].diverged or theirs[s].diverged))
-    if not seeds:
-        return None
+    seeds = sorted(mine)
     a = np.array([mine[s].final_accuracy for s in seeds])
     b = np.array([theirs[s].final_accuracy for s in seeds])
     diffs = a - b
@@ -242,8 +226,7 @@ def compare(results: list[RunResult], methods: list[str] | None = None) -> Compa
             raise ValueError(f"no runs of method {m!r}")
     baseline = order[0]
     per_method = [method_stats(by_method[m]) for m in order]
-    pairs = {m: paired_stats(by_method[m], by_method[baseline]) for m in order[1:]}
-    paired = {m: p for m, p in pairs.items() if p is not None}
+    paired = {m: paired_stats(by_method[m], by_method[baseline]) for m in order[1:]}
     seeds = per_method[0].seeds
     comparison = Comparison(
         baseline=baseline,
@@ -286,13 +269,6 @@ def _notes(c: Comparison) -> list[str]:
         )
     if len(c.seeds) == 1:
         notes.append(f"One seed: std, CI and p are undefined and shown as {DASH}.")
-    for m in c.methods:
-        if m.diverged:
-            seeds = ", ".join(map(str, m.diverged))
-            notes.append(
-                f"{m.method}: DIVERGED with seed {seeds} (a NaN/inf loss; status diverged in its "
-                "summary.json); its statistics and differences use the other seeds only."
-            )
     for p in c.paired.values():
         if len(c.seeds) > 1 and p.p_value is None:
             notes.append(
@@ -324,10 +300,7 @@ def format_p(p: float | None) -> str:
 
 
 def format_mean_std(m: MethodStats) -> str:
-    if m.final_mean is None:
-        return "diverged"
-    flag = f" ({len(m.diverged)} diverged)" if m.diverged else ""
-    return _mean_std(m.final_mean, m.final_std) + flag
+    return _mean_std(m.final_mean, m.final_std)
 
 
 def format_global(m: MethodStats) -> str:
@@ -379,7 +352,7 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
             *([format_global(m)] if has_global(c) else []),
             _num(m.uplink_bpp_mean),
             clock(m.wall_mean),
-            format_diff(p) if p else ("baseline" if m.method == c.baseline else DASH),
+            format_diff(p) if p else "baseline",
             format_p(p.p_value) if p else "",
             format_wins(p) if p else "",
         )
