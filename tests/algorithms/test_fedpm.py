@@ -146,6 +146,32 @@ def test_bpp_is_the_ideal_code_of_the_raw_bits_and_below_one_off_half():
     assert bpp[0] < 1 and bpp[2] < 1 and bpp[1] > 1
 
 
+# -- the global model's mask --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eval_mask", ["sample", "threshold", "both"])
+def test_eval_mask_picks_the_global_models_mask(eval_mask):
+    """threshold: the forward keeps exactly the entries with θ > 0.5, on every draw."""
+    population = tiny_population(2)
+    fedpm = method(population, eval_mask=eval_mask)
+    params, buffers = fedpm.global_model(population)
+    variants = fedpm.global_variants(population)
+    assert set(variants) == ({"threshold"} if eval_mask == "both" else set())
+    fixed = variants["threshold"][0] if eval_mask == "both" else params
+    score = population.params["0.weight_score"][0]
+    if eval_mask == "sample":
+        assert torch.equal(params["0.weight_score"], score)
+        return
+    x = torch.randn(5, 4)
+    keep, keep_b = score > 0, population.params["0.bias_score"][0] > 0
+    assert 0 < keep.float().mean() < 1
+    expected = x @ (buffers["0.weight"] * keep).T + buffers["0.bias"] * keep_b
+    layer = masked(nn.Sequential(nn.Linear(4, 3)))
+    for _ in range(3):  # torch's generator: a different u each time, the same mask
+        out = torch.func.functional_call(layer, ({**fixed, **buffers},), (x,))
+        torch.testing.assert_close(out, expected)
+
+
 # -- whole runs ---------------------------------------------------------------------------------
 
 RUN = {
