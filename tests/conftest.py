@@ -48,3 +48,14 @@ def one_thread():
     """The test runs torch on one thread (golden and recorded numbers were made so)."""
     with one_torch_thread():
         yield
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker process trains on one thread: two workers on two cores
+    would otherwise oversubscribe them (ten times slower)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -213,8 +213,12 @@ class ProgressView(CompareEvents):
 
     def run_done(self, run: PlannedRun, summary: dict) -> None:
         how = {"done": "reused", "resume": "resumed", "start": "trained"}[run.status]
+        final = summary["final_accuracy"]
+        result = "final —" if final is None else f"final {final:.2f}%"
+        if summary.get("status") == "diverged":
+            result = f"[bold red]DIVERGED[/bold red] ({summary.get('diverged')}), {result}"
         self.console.print(
-            f"{run.method} seed {run.seed}: final {summary['final_accuracy']:.2f}% "
+            f"{run.method} seed {run.seed}: {result} "
             f"({summary['final_metric']}, {summary['rounds']} rounds, "
             f"{summary['wall_seconds']:.0f} s) {how} · {run.path}",
             highlight=False,

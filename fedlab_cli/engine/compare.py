@@ -27,7 +27,7 @@ from fedlab_cli.atomic import atomic_write_text
 from fedlab_cli.engine.federation import RoundRecord, run
 from fedlab_cli.engine.population import weights_sha256
 from fedlab_cli.engine.registry import load_method
-from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
+from fedlab_cli.engine.rundir import MANIFEST, PARTITION, SPEC, RunDir
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
 from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, read_yaml, resolve
@@ -264,7 +264,7 @@ def _leftovers(path: Path) -> list[Path] | None:
     found = list(path.iterdir()) if path.is_dir() else None
     if found is None:
         return None
-    ours = [p for p in found if p.name == PARTITION or _is_temp(p)]
+    ours = [p for p in found if p.name in (PARTITION, MANIFEST) or _is_temp(p)]
     return ours if len(ours) == len(found) else None
 
 
@@ -280,8 +280,9 @@ def execute(
 ) -> list[CompletedRun]:
     """Bring every planned run to completion, one after another, in plan order.
 
-    A finished run is read back, not redone; an interrupted one resumes. An exception (Ctrl-C,
-    a diverged run) stops the comparison but loses nothing already written.
+    A finished run is read back, not redone; an interrupted one resumes. A run that diverges
+    ends with ``status: diverged`` in its summary and the comparison goes on (the table names
+    it); an exception (Ctrl-C) stops the comparison but loses nothing already written.
     """
     events = events or CompareEvents()
     fingerprints = _read_fingerprints(out)
@@ -328,8 +329,8 @@ def _complete(
             session.federation,
             on_round=[session.on_round, lambda record: events.round_done(planned, record)],
         )
-    except TrainingDivergedError as err:
-        raise TrainingDivergedError(f"{planned.method} seed {planned.seed}: {err}") from None
+    except TrainingDivergedError as err:  # a result of the table, not the end of it
+        return session.finish(diverged=str(err))
     return session.finish()
 
 

@@ -37,6 +37,7 @@ RESULT_COLUMNS = (
     "final_metric",
     "global_accuracy",
     "uplink_bpp",
+    "status",
     "wall_seconds",
     "run_dir",
     "init_sha256",
@@ -61,8 +62,8 @@ class RunResult:
 
     method: str
     seed: int
-    final_accuracy: float
-    best_accuracy: float
+    final_accuracy: float | None  # None: the run diverged before any evaluated round
+    best_accuracy: float | None
     final_metric: str
     wall_seconds: float
     run_dir: str
@@ -71,7 +72,12 @@ class RunResult:
     partition_sha256: str | None = None
     global_accuracy: float | None = None
     uplink_bpp: float | None = None
+    status: str = "complete"  # or "diverged": a NaN/inf loss stopped it (summary.json says)
     global_variants: dict[str, float] = field(default_factory=dict)  # acc_global_<name>
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
 
     @classmethod
     def from_summary(
@@ -94,6 +100,7 @@ class RunResult:
             partition_sha256=partition_sha256,
             global_accuracy=summary.get("final", {}).get("acc_global"),
             uplink_bpp=summary.get("uplink_bpp"),
+            status=summary.get("status", "complete"),
             global_variants={
                 key.removeprefix("acc_global_"): value
                 for key, value in summary.get("final", {}).items()
@@ -105,18 +112,21 @@ class RunResult:
 @dataclass(frozen=True)
 class MethodStats:
     """One method over its seeds; ``final_std`` is the sample std (ddof=1), None for one seed;
-    ``global_*`` and ``uplink_bpp_mean`` are None unless every run records them."""
+    ``global_*`` and ``uplink_bpp_mean`` are None unless every run records them. Statistics are
+    over the runs that completed; ``diverged`` names the seeds whose run diverged (all of them:
+    the accuracies are None)."""
 
     method: str
     final_metric: str
     seeds: tuple[int, ...]
-    final_mean: float
+    final_mean: float | None
     final_std: float | None
-    best_mean: float
+    best_mean: float | None
     wall_mean: float
     global_mean: float | None = None
     global_std: float | None = None
     uplink_bpp_mean: float | None = None
+    diverged: tuple[int, ...] = ()
     variants: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     """Per global variant every run records (FedPM's ``threshold``): mean and sample std."""
 
@@ -155,23 +165,26 @@ class Comparison:
 
 
 def method_stats(results: list[RunResult]) -> MethodStats:
-    """Mean and sample std of the final accuracy over seeds, best-round and wall-time means."""
+    """Mean and sample std of the final accuracy over the seeds whose run completed, best-round
+    and wall-time means; diverged runs are named, not averaged."""
     ordered = sorted(results, key=lambda r: r.seed)
-    finals = [r.final_accuracy for r in ordered]
-    globals_ = _all_or_none([r.global_accuracy for r in ordered])
-    bpps = _all_or_none([r.uplink_bpp for r in ordered])
+    complete = [r for r in ordered if not r.diverged]
+    finals = [r.final_accuracy for r in complete]
+    globals_ = _all_or_none([r.global_accuracy for r in complete])
+    bpps = _all_or_none([r.uplink_bpp for r in complete])
     return MethodStats(
         method=ordered[0].method,
         final_metric=ordered[0].final_metric,
         seeds=tuple(r.seed for r in ordered),
-        final_mean=statistics.fmean(finals),
+        final_mean=statistics.fmean(finals) if finals else None,
         final_std=statistics.stdev(finals) if len(finals) > 1 else None,
-        best_mean=statistics.fmean(r.best_accuracy for r in ordered),
+        best_mean=statistics.fmean(r.best_accuracy for r in complete) if complete else None,
         wall_mean=round(statistics.fmean(r.wall_seconds for r in ordered), 3),
         global_mean=statistics.fmean(globals_) if globals_ else None,
         global_std=statistics.stdev(globals_) if globals_ and len(globals_) > 1 else None,
         uplink_bpp_mean=statistics.fmean(bpps) if bpps else None,
-        variants=_variant_stats(ordered),
+        diverged=tuple(r.seed for r in ordered if r.diverged),
+        variants=_variant_stats(complete),
     )
 
 
@@ -202,13 +215,16 @@ def _all_or_none(values: list[float | None]) -> list[float] | None:
     return None if any(v is None for v in values) else list(values)  # type: ignore[arg-type]
 
 
-def paired_stats(results: list[RunResult], baseline: list[RunResult]) -> PairedStats:
-    """The method minus the baseline, seed by seed: t-interval, paired t-test, client wins."""
+def paired_stats(results: list[RunResult], baseline: list[RunResult]) -> PairedStats | None:
+    """The method minus the baseline, seed by seed: t-interval, paired t-test, client wins —
+    over the seeds where both runs completed (None if there is none)."""
     mine = {r.seed: r for r in results}
     theirs = {r.seed: r for r in baseline}
     if set(mine) != set(theirs):
         raise ValueError(f"seeds differ: {sorted(mine)} vs {sorted(theirs)}")
-    seeds = sorted(mine)
+    seeds = sorted(s for s in mine if not (mine[s].diverged or theirs[s].diverged))
+    if not seeds:
+        return None
     a = np.array([mine[s].final_accuracy for s in seeds])
     b = np.array([theirs[s].final_accuracy for s in seeds])
     diffs = a - b
@@ -258,7 +274,8 @@ def compare(results: list[RunResult], methods: list[str] | None = None) -> Compa
             raise ValueError(f"no runs of method {m!r}")
     baseline = order[0]
     per_method = [method_stats(by_method[m]) for m in order]
-    paired = {m: paired_stats(by_method[m], by_method[baseline]) for m in order[1:]}
+    pairs = {m: paired_stats(by_method[m], by_method[baseline]) for m in order[1:]}
+    paired = {m: p for m, p in pairs.items() if p is not None}
     seeds = per_method[0].seeds
     comparison = Comparison(
         baseline=baseline,
@@ -301,6 +318,13 @@ def _notes(c: Comparison) -> list[str]:
         )
     if len(c.seeds) == 1:
         notes.append(f"One seed: std, CI and p are undefined and shown as {DASH}.")
+    for m in c.methods:
+        if m.diverged:
+            seeds = ", ".join(map(str, m.diverged))
+            notes.append(
+                f"{m.method}: DIVERGED with seed {seeds} (a NaN/inf loss; status diverged in its "
+                "summary.json); its statistics and differences use the other seeds only."
+            )
     for p in c.paired.values():
         if len(c.seeds) > 1 and p.p_value is None:
             notes.append(
@@ -332,7 +356,10 @@ def format_p(p: float | None) -> str:
 
 
 def format_mean_std(m: MethodStats) -> str:
-    return _mean_std(m.final_mean, m.final_std)
+    if m.final_mean is None:
+        return "diverged"
+    flag = f" ({len(m.diverged)} diverged)" if m.diverged else ""
+    return _mean_std(m.final_mean, m.final_std) + flag
 
 
 def format_global(m: MethodStats) -> str:
@@ -387,7 +414,7 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
             *[format_variant(m, name) for name in variant_names(c)],
             _num(m.uplink_bpp_mean),
             clock(m.wall_mean),
-            format_diff(p) if p else "baseline",
+            format_diff(p) if p else ("baseline" if m.method == c.baseline else DASH),
             format_p(p.p_value) if p else "",
             format_wins(p) if p else "",
         )
