@@ -149,8 +149,17 @@ def _title(summary: dict, target: Path, plan: list[PlannedRun]) -> str:
     spec = plan[0].resolved.spec
     return (
         f"{summary['dataset']} · {summary['model']} · {spec.data.num_clients} clients · "
-        f"Dir {spec.data.alpha} · {spec.federation.rounds} rounds — {target}"
+        f"{split_label(spec.data)} · {spec.federation.rounds} rounds — {target}"
     )
+
+
+def split_label(data) -> str:
+    """How the clients' data is split: the Dirichlet α only where the partition has one."""
+    if data.partition in ("dirichlet", "balanced_dirichlet"):
+        return f"Dir {data.alpha}"
+    if data.partition == "pathological":
+        return f"{data.classes_per_client} classes each"
+    return data.partition
 
 
 class ProgressView(CompareEvents):

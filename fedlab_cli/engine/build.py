@@ -30,13 +30,13 @@ from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.forward import vmappable
-from fedlab_cli.engine.method import RunContext, overrides
+from fedlab_cli.engine.method import Method, RunContext, overrides
 from fedlab_cli.engine.population import Population, weights_sha256
 from fedlab_cli.engine.strategies import make_strategy
 from fedlab_cli.engine.trainer import LocalTrainer
 from fedlab_cli.engine.world import from_environment
 from fedlab_cli.errors import FedlabError
-from fedlab_cli.models import build
+from fedlab_cli.models import assign_roles, build
 from fedlab_cli.models.flops import forward_flops
 from fedlab_cli.models.stochastic import is_stochastic, streamed
 from fedlab_cli.spec.load import ResolvedSpec
@@ -72,6 +72,7 @@ def build_federation(
     check_splits(splits, spec)
     torch.manual_seed(spec.seed)  # initial weights (and a method's random architecture)
     model = build_model(resolved, dataset)
+    dense_sha256 = getattr(model, "dense_sha256", None)
     model = model.to(device)
     population = Population.replicate(model, spec.data.num_clients, device, world)
     method = resolved.method_cls(resolved.method_params)
@@ -97,26 +98,48 @@ def build_federation(
     strategy = build_strategy(spec, model, data, population, device)
     federation = Federation(spec, device, model, population, method, data, strategy)
     federation.splits, federation.notice = splits, notice
+    federation.initial_sha256 = dense_sha256  # what FedAvg starts from, before the transform
     calibration = Calibration(strategy, population, data, spec.seed)
     method.attach_calibration(calibration)
     if calibrate and overrides(method, "calibrate"):
         # what every method started from, before the calibration changes it (SSFL's mask)
-        federation.initial_sha256 = weights_sha256(population)
+        federation.initial_sha256 = dense_sha256 or weights_sha256(population)
         method.calibrate(population, calibration)
     return federation
 
 
 def build_model(resolved: ResolvedSpec, dataset: ImageDataset) -> nn.Module:
     """The spec's architecture for this dataset, as the method trains it, from ``model.init``
-    when given; fails in one line when it cannot take the dataset's images."""
+    when given; fails in one line when it cannot take the dataset's images. A model a method
+    transformed carries ``dense_sha256``, the fingerprint of the seeded model it was made from
+    (what every other method of the seed starts from, for ``compare``'s check)."""
     spec = resolved.spec
     model = build(spec.model.name, dataset.num_classes, in_channels=dataset.image_shape[0])
     check_model_accepts(model, dataset)
-    model = resolved.method_cls.transform_model(model, resolved.method_params)
+    if transforms(resolved.method_cls):
+        dense_sha256 = model_sha256(model)
+        model = resolved.method_cls.transform_model(model, resolved.method_params)
+        model.roles = assign_roles(model)  # the transformed layers declare their own
+        model.dense_sha256 = dense_sha256
     model = streamed(model)
     if spec.model.init is not None:
         load_init(model, spec.model.init)
     return model
+
+
+def transforms(method_cls: type[Method]) -> bool:
+    """Whether the method changes the architecture (overrides ``transform_model``)."""
+    return method_cls.transform_model.__func__ is not Method.transform_model.__func__
+
+
+def model_sha256(model: nn.Module) -> str:
+    """``weights_sha256`` of a population made from ``model``, without making one."""
+    population = Population(
+        {n: p.detach().unsqueeze(0) for n, p in model.named_parameters()},
+        {n: b.detach().unsqueeze(0) for n, b in model.named_buffers()},
+        dict(model.roles),
+    )
+    return weights_sha256(population)
 
 
 def load_init(model: nn.Module, path: Path) -> None:

@@ -135,6 +135,7 @@ class Federation:
         evaluate = self.is_eval_round(t)
         acc_local = self.accuracies(t, LOCAL) if evaluate else None
         acc_global = None
+        extra_globals: dict[str, float] = {}
         if method.aggregates:
             chosen = population.index(local)
             weights = data.train_counts[to_device(local, self.device)]
@@ -144,6 +145,11 @@ class Federation:
             if evaluate and self.spec.eval.global_model:
                 params, buffers = method.global_model(population)
                 acc_global = strategy.evaluate_model(params, buffers, data, self.test_union, t)
+                variants = method.global_variants(population).items()
+                for scope, (name, (params, buffers)) in enumerate(variants, start=2):
+                    union = self.test_union
+                    acc = strategy.evaluate_model(params, buffers, data, union, t, -scope)
+                    extra_globals[f"acc_global_{name}"] = acc
             method.after_aggregate(population, t)
             acc_agg = self.accuracies(t, AGGREGATED) if evaluate else None
         else:
@@ -168,7 +174,7 @@ class Federation:
             uplink_bits=float(traffic.uplink_bits),
             downlink_bits=float(traffic.downlink_bits),
             acc_global=acc_global,
-            extras=host_values(method.round_metrics()),
+            extras={**extra_globals, **host_values(method.round_metrics())},
         )
 
     def accuracies(self, round_index: int, scope: int) -> Tensor:

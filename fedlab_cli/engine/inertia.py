@@ -16,6 +16,9 @@ models. Per round and tensor it records:
 - ``grad_norm``: the mean over the round's participants of each one's gradient norm of that
   tensor on its last local mini-batch (0 for a client on which it was frozen).
 
+A model with no trained conv/linear weight (FedPM's masked layers: frozen weights, trained
+scores) records no rows.
+
 Only the reference snapshots and the previous round's weights are kept, and travel in
 checkpoints, so a resumed run records exactly what an uninterrupted one does. The per-layer
 scalars of a round reach the host in one transfer.
@@ -76,6 +79,8 @@ class InertiaRecorder:
         self.pending: list[InertiaRow] = []
 
     def on_aggregated(self, federation: Federation, round_index: int, trace: LocalTrace) -> None:
+        if not self.layers:  # no trained conv/linear weight (FedPM trains only mask scores)
+            return
         current = shared_weights(federation.population, self.layers)
         reached = [r for r in self.ref_rounds if r < round_index and r in self.refs]
         stats = torch.stack(
@@ -109,6 +114,8 @@ class InertiaRecorder:
         return {"prev": dict(self.prev), "refs": {r: dict(w) for r, w in self.refs.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        if not self.layers:
+            return
         device = next(iter(self.prev.values())).device
         self.prev = {n: t.to(device) for n, t in state["prev"].items()}
         self.refs = {

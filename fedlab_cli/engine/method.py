@@ -34,7 +34,9 @@ optimizer state and ``Block.state``), which the engine commits when the chunk su
 
 ``final_accuracy`` names which of the two per-round accuracies is the method's result
 (REFERENCE.md decision 2); ``has_global_model`` whether ``global_model`` (the model the server
-holds, evaluated on the union of the test splits with ``eval.global``) means anything.
+holds, evaluated on the union of the test splits with ``eval.global``) means anything;
+``global_variants(population)`` other forms of it evaluated the same way, each recorded as
+``acc_global_<name>`` (FedPM's model with the fixed mask θ > 0.5 beside its sampled one).
 Hyperparameters are a pydantic model, ``Params``, owned by the method.
 """
 
@@ -244,6 +246,13 @@ class Method:
     def global_model(self, population: Population) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The server's model after aggregation: every client holds it (FedAvg sends it to all)."""
         return population.client(population.first)
+
+    def global_variants(
+        self, population: Population
+    ) -> dict[str, tuple[dict[str, Tensor], dict[str, Tensor]]]:
+        """More global models to score beside ``global_model``, by name (``acc_global_<name>``);
+        FedAvg has none."""
+        return {}
 
     # -- communication -----------------------------------------------------------------------
 

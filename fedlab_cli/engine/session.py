@@ -174,7 +174,7 @@ def summarize(
 ) -> dict:
     """Final and best accuracies (in %), and which one is the method's result (decision 2);
     None where no round was evaluated (a run that diverged in its first rounds); ``acc_global``
-    too where the run records it (``eval.global``)."""
+    and its variants (``acc_global_<name>``) too where the run records them (``eval.global``)."""
     evaluated = [r for r in records if r["acc_agg"] is not None]
     metric = resolved.method_cls.final_accuracy
     if not evaluated:
@@ -183,7 +183,7 @@ def summarize(
         best = {k: {"value": None, "round": None} for k in keys}
     else:
         last = evaluated[-1]
-        keys = ["acc_local", "acc_agg"] + (["acc_global"] if "acc_global" in last else [])
+        keys = ["acc_local", "acc_agg"] + [k for k in last if k.startswith("acc_global")]
         best = {}
         for key in keys:
             top = max(evaluated, key=lambda r, k=key: r[k])

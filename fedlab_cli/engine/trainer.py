@@ -365,13 +365,15 @@ class LocalTrainer:
         data: ClientData,
         positions: Tensor,
         round_index: int = 0,
+        scope: int = -1,
     ) -> float:
-        """Accuracy (%) of one model (unstacked tensors) on these test-pool positions."""
+        """Accuracy (%) of one model (unstacked tensors) on these test-pool positions; ``scope``
+        names the evaluation in its noise tag (the global model's is -1, its variants below)."""
         self.precision.train(False)
         stacked = {n: t.unsqueeze(0) for n, t in params.items()}
         stats = {n: t.unsqueeze(0) for n, t in buffers.items()}
         correct = self._count(
-            self.plain, stacked, stats, positions.view(1, -1), data, [-1], round_index, -1
+            self.plain, stacked, stats, positions.view(1, -1), data, [-1], round_index, scope
         )
         return 100.0 * float(correct.sum()) / max(1, positions.numel())
 

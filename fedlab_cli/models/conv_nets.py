@@ -12,6 +12,9 @@ names follow FedPM (``conv1``.., ``dense1``..``dense3``) so its checkpoints read
 - ``conv4``: 1x28x28 (MNIST, EMNIST): 64, 64, pool, 128, 128, pool -> 6272 features.
 - ``conv6``: 3x32x32 (CIFAR-10): 64, 64, pool, 128, 128, pool, 256, 256, pool -> 4096 features.
 - ``conv10``: 3x32x32 (CIFAR-100): five pairs 64 .. 1024, five pools -> 1024 features.
+- ``conv2_tiny``: 1x8x8 (the offline digits): 32, 32, pool, dense 128-128-classes, small
+  enough for FedPM's quickstart on 2 CPU cores (not in FedPM; as a masked random network it
+  learns the digits where a deeper Conv-4 of this width stays at chance within a few minutes).
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ class PairedConvNet(nn.Module):
     """
 
     def __init__(
-        self, widths: tuple[int, ...], side: int, num_classes: int, in_channels: int
+        self,
+        widths: tuple[int, ...],
+        side: int,
+        num_classes: int,
+        in_channels: int,
+        hidden: int = _HIDDEN,
     ) -> None:
         super().__init__()
         if len(widths) % 2:
@@ -41,9 +49,9 @@ class PairedConvNet(nn.Module):
             channels = width
         self.num_convs = len(widths)
         out_side = side >> (len(widths) // 2)
-        self.dense1 = nn.Linear(channels * out_side * out_side, _HIDDEN)
-        self.dense2 = nn.Linear(_HIDDEN, _HIDDEN)
-        self.dense3 = nn.Linear(_HIDDEN, num_classes)
+        self.dense1 = nn.Linear(channels * out_side * out_side, hidden)
+        self.dense2 = nn.Linear(hidden, hidden)
+        self.dense3 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         for i in range(1, self.num_convs + 1):
@@ -70,3 +78,8 @@ def conv10(num_classes: int, in_channels: int = 3) -> nn.Module:
     """FedPM's Conv-10 for 32x32 images (19 197 092 parameters with 100 classes)."""
     widths = (64, 64, 128, 128, 256, 256, 512, 512, 1024, 1024)
     return PairedConvNet(widths, 32, num_classes, in_channels)
+
+
+def conv2_tiny(num_classes: int, in_channels: int = 1) -> nn.Module:
+    """One conv pair (32, 32) and dense 128-128 for 8x8 images (93 034 parameters, 10 classes)."""
+    return PairedConvNet((32, 32), 8, num_classes, in_channels, hidden=128)

@@ -9,9 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fedlab_cli.models.roles import is_layer
+
 
 def layer_macs(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-accumulates of each conv/linear layer for one input sample.
+    """Multiply-accumulates of each conv/linear layer (or declared layer with a ``weight``,
+    such as FedPM's masked ones) for one input sample.
 
     Runs a copy of the model on the meta device: no memory, no random numbers drawn. A layer's
     MACs are its output positions times the weights that feed one output.
@@ -23,7 +26,7 @@ def layer_macs(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, int]
         macs[name] = output[0].numel() * module.weight[0].numel()
 
     for name, module in probe.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if is_layer(module):
             module.register_forward_hook(partial(record, name))
     with torch.no_grad():
         probe(torch.empty(1, *image_shape, device="meta"))

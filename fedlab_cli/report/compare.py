@@ -73,6 +73,7 @@ class RunResult:
     global_accuracy: float | None = None
     uplink_bpp: float | None = None
     status: str = "complete"  # or "diverged": a NaN/inf loss stopped it (summary.json says)
+    global_variants: dict[str, float] = field(default_factory=dict)  # acc_global_<name>
 
     @property
     def diverged(self) -> bool:
@@ -100,6 +101,11 @@ class RunResult:
             global_accuracy=summary.get("final", {}).get("acc_global"),
             uplink_bpp=summary.get("uplink_bpp"),
             status=summary.get("status", "complete"),
+            global_variants={
+                key.removeprefix("acc_global_"): value
+                for key, value in summary.get("final", {}).items()
+                if key.startswith("acc_global_") and value is not None
+            },
         )
 
 
@@ -121,6 +127,8 @@ class MethodStats:
     global_std: float | None = None
     uplink_bpp_mean: float | None = None
     diverged: tuple[int, ...] = ()
+    variants: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    """Per global variant every run records (FedPM's ``threshold``): mean and sample std."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,31 @@ def method_stats(results: list[RunResult]) -> MethodStats:
         global_std=statistics.stdev(globals_) if globals_ and len(globals_) > 1 else None,
         uplink_bpp_mean=statistics.fmean(bpps) if bpps else None,
         diverged=tuple(r.seed for r in ordered if r.diverged),
+        variants=_variant_stats(complete),
     )
+
+
+def _variant_stats(runs: list[RunResult]) -> dict[str, tuple[float, float | None]]:
+    if not runs:
+        return {}
+    names = set.intersection(*(set(r.global_variants) for r in runs))
+    stats_ = {}
+    for name in sorted(names):
+        values = [r.global_variants[name] for r in runs]
+        stats_[name] = (
+            statistics.fmean(values),
+            statistics.stdev(values) if len(values) > 1 else None,
+        )
+    return stats_
+
+
+def variant_names(c: Comparison) -> list[str]:
+    """The global variants any method records, in name order (a column each)."""
+    return sorted({name for m in c.methods for name in m.variants})
+
+
+def format_variant(m: MethodStats, name: str) -> str:
+    return _mean_std(*m.variants[name]) if name in m.variants else DASH
 
 
 def _all_or_none(values: list[float | None]) -> list[float] | None:
@@ -365,6 +397,8 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
     table.add_column("best %", justify="right", no_wrap=True)
     if has_global(c):
         table.add_column("global % ± std", justify="right", no_wrap=True)
+    for name in variant_names(c):
+        table.add_column(f"global {name} %", justify="right", no_wrap=True)
     table.add_column("uplink bpp", justify="right", no_wrap=True)
     table.add_column("wall", justify="right", no_wrap=True)
     table.add_column(f"Δ vs {c.baseline} [95% CI]", justify="right")
@@ -377,6 +411,7 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
             format_mean_std(m),
             _num(m.best_mean),
             *([format_global(m)] if has_global(c) else []),
+            *[format_variant(m, name) for name in variant_names(c)],
             _num(m.uplink_bpp_mean),
             clock(m.wall_mean),
             format_diff(p) if p else ("baseline" if m.method == c.baseline else DASH),
@@ -400,13 +435,20 @@ def _column_notes(c: Comparison) -> list[str]:
             "global: the global model's final accuracy on the union of the clients' test "
             "splits (acc_global), mean ± sample std over seeds."
         )
+    for name in variant_names(c):
+        notes.append(
+            f"global {name}: the same for the method's variant acc_global_{name} (FedPM's "
+            "threshold: the fixed mask θ > 0.5); — where a method has none."
+        )
     notes.append("uplink bpp: uplink bits per model parameter per participant-round, mean.")
     return notes
 
 
 def summary_markdown(c: Comparison) -> str:
     """A paper-ready markdown table with its footnotes."""
-    extra = ["global acc"] if has_global(c) else []
+    extra = (["global acc"] if has_global(c) else []) + [
+        f"global {name} acc" for name in variant_names(c)
+    ]
     header = ["method", "acc (mean ± std)", f"Δ vs {c.baseline} [95% CI]", "p", "wins"]
     header += [*extra, "uplink bpp"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -414,6 +456,7 @@ def summary_markdown(c: Comparison) -> str:
         p = c.paired.get(m.method)
         cells = [format_diff(p), format_p(p.p_value), format_wins(p)] if p else [DASH, DASH, DASH]
         cells += [format_global(m)] if has_global(c) else []
+        cells += [format_variant(m, name) for name in variant_names(c)]
         cells.append(_num(m.uplink_bpp_mean))
         lines.append(f"| {m.method} | {format_mean_std(m)} | " + " | ".join(cells) + " |")
     notes = [*c.notes, *_column_notes(c)]
@@ -436,6 +479,10 @@ def summary_rows(c: Comparison) -> list[dict]:
     for m in c.methods:
         p = c.paired.get(m.method)
         row = {**asdict(m), "seeds": list(m.seeds), "baseline": c.baseline}
+        row.pop("variants")
+        for name in variant_names(c):
+            mean, std = m.variants.get(name, (None, None))
+            row[f"global_{name}_mean"], row[f"global_{name}_std"] = mean, std
         row.update({k: getattr(p, k) if p else None for k in PAIRED_FIELDS})
         rows.append(row)
     return rows

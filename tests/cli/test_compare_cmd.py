@@ -284,3 +284,18 @@ def test_a_diverged_run_is_reported_in_the_table_not_fatal(spec_file, tmp_path):
     assert rows["fedavg"]["diverged"] == []
     again = invoke(*args, "--set", "fedprox:method.mu=1e38")
     assert again.exit_code == 0 and again.output.count("reused") == 4
+
+
+@pytest.mark.parametrize(
+    "data, label",
+    [
+        ({"partition": "dirichlet", "alpha": 0.3}, "Dir 0.3"),
+        ({"partition": "iid"}, "iid"),
+        ({"partition": "pathological", "classes_per_client": 2}, "2 classes each"),
+    ],
+)
+def test_the_table_title_names_the_split_only_with_its_own_parameter(data, label):
+    from fedlab_cli.cli.compare_cmd import split_label
+    from fedlab_cli.spec.model import DataSpec
+
+    assert split_label(DataSpec(dataset="digits", **data)) == label

@@ -43,6 +43,14 @@ METHODS = {
         "sparsity": "persistent",
         "score": "random",
     },
+    "fedpm": {"name": "fedpm", "prior_reset_every": 2, "weighting": "samples"},
+}
+SECTIONS = {  # what a method needs beside its own keys (FedPM: a model without BatchNorm, Adam)
+    "fedpm": {
+        "model": {"name": "conv2_tiny"},
+        "training": {"optimizer": "adam", "lr": 0.1, "optimizer_state": "keep"},
+        "eval": {"global": True},
+    },
 }
 
 
@@ -80,12 +88,12 @@ def test_two_processes_give_the_numbers_of_one(tmp_path):
     for name, method in METHODS.items():
         for deterministic in (True, False):
             key = f"{name}-{'det' if deterministic else 'sum'}"
-            raw = raw_spec(tmp_path / "two" / key, method, deterministic)
+            sections = SECTIONS.get(name, {})
+            raw = raw_spec(tmp_path / "two" / key, method, deterministic, **sections)
             jobs.append((raw, str(tmp_path / "two" / key), "start", None))
             if deterministic:
-                expected[name] = single_process(
-                    raw_spec(tmp_path / "one" / name, method, True), tmp_path / "one" / name
-                )
+                one = raw_spec(tmp_path / "one" / name, method, True, **sections)
+                expected[name] = single_process(one, tmp_path / "one" / name)
     launch(2, jobs)
     for name in METHODS:
         assert metrics(tmp_path / "two" / f"{name}-det") == expected[name], name

@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from fedlab_cli.report.compare import (
+    DASH,
     RunResult,
     client_wins,
     compare,
@@ -36,6 +37,7 @@ def result(
     init="i",
     uplink_bpp=None,
     acc_global=None,
+    variants=None,
 ):
     summary = {
         "method": method,
@@ -50,6 +52,8 @@ def result(
         summary["uplink_bpp"] = uplink_bpp
     if acc_global is not None:
         summary["final"] = {"acc_global": acc_global}
+    for name, value in (variants or {}).items():
+        summary.setdefault("final", {})[f"acc_global_{name}"] = value
     init_sha = None if init is None else f"{init}{seed}"
     return RunResult.from_summary(summary, f"out/{method}/seed{seed}", init_sha, f"{part}{seed}")
 
@@ -241,6 +245,28 @@ def test_uplink_bpp_and_global_accuracy_come_from_the_run_summaries(tmp_path):
     partial = [*runs[:3], result("ssfl", 1, 71.0)]
     stats = compare(partial).methods[1]
     assert stats.uplink_bpp_mean is None and stats.global_mean is None
+
+
+def test_global_variants_get_a_column_each_and_a_dash_where_a_method_has_none(tmp_path):
+    """FedPM's acc_global_threshold: mean ± std over seeds; FedAvg has no such variant."""
+    runs = [result("fedavg", s, 70.0, acc_global=60.0 + s) for s in (0, 1)]
+    runs += [
+        result("fedpm", s, 71.0, acc_global=50.0, variants={"threshold": t})
+        for s, t in ((0, 80.0), (1, 90.0))
+    ]
+    c = compare(runs)
+    assert c.methods[1].variants == {"threshold": (85.0, pytest.approx(sample_std([80, 90])))}
+    assert c.methods[0].variants == {}
+    md = summary_markdown(c).splitlines()
+    assert md[0].endswith("| global acc | global threshold acc | uplink bpp |")
+    assert md[2].endswith(f"| 60.50 ± 0.71 | {DASH} | {DASH} |")
+    assert md[3].endswith(f"| 50.00 ± 0.00 | 85.00 ± {sample_std([80, 90]):.2f} | {DASH} |")
+    write_files(tmp_path, runs, c)
+    rows = json.loads((tmp_path / "summary.json").read_text())["methods"]
+    assert rows[1]["global_threshold_mean"] == 85.0 and rows[0]["global_threshold_mean"] is None
+    console = Console(width=200, record=True)
+    console.print(comparison_table(c))
+    assert "global threshold %" in console.export_text()
 
 
 def test_a_diverged_seed_is_named_and_left_out_of_means_and_pairs():
