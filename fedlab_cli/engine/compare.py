@@ -47,6 +47,7 @@ SHORTCUTS = {
 IGNORED_WHEN_REUSING = ("output.", "data.root", "data.download")
 """Spec keys that change neither the numbers nor the run (where files go, where data lives)."""
 
+PER_METHOD_SECTIONS = ("method.", "training.")
 _OWNED_KEYS = {
     "seed": "--seeds",
     "output.dir": "--out",
@@ -139,7 +140,10 @@ def split_overrides(
 ) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """``--set`` items: (for every run, ``method.*`` for whichever method takes it, per method).
 
-    ``M:method.key=value`` applies to method ``M`` only.
+    ``M:method.key=value`` and ``M:training.key=value`` apply to method ``M`` only: a method's
+    own hyperparameters and its local optimizer (FedPM trains scores with Adam at lr 0.1, which
+    would wreck FedAvg's weights). The data, model, seeds and rounds stay shared, so partitions
+    and initial weights stay identical per seed.
     """
     generic: list[str] = []
     unprefixed: list[str] = []
@@ -158,10 +162,10 @@ def split_overrides(
                     f"--set {target}:{key}: {target!r} is not one of the compared methods "
                     f"({', '.join(methods)})"
                 )
-            if not key.startswith("method."):
+            if not key.startswith(PER_METHOD_SECTIONS):
                 raise FedlabError(
-                    f"--set {target}:{key}: only method.* keys can differ between methods; "
-                    "everything else is the shared protocol"
+                    f"--set {target}:{key}: only method.* and training.* keys can differ "
+                    "between methods; everything else is the shared protocol"
                 )
             prefixed[target].append(f"{key}={value}")
         elif key.startswith("method."):

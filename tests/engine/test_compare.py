@@ -79,6 +79,17 @@ def test_method_overrides_go_only_to_methods_that_take_them(preset, tmp_path):
     assert method_section(planned, "fedbn")["share_bias"] is False
 
 
+def test_a_method_can_have_its_own_local_optimizer(preset, tmp_path):
+    """``M:training.*`` changes that method's local training only; data and seeds stay shared."""
+    overrides = ["fedbn:training.optimizer=adam", "fedbn:training.lr=0.003", "training.lr=0.2"]
+    planned = plan(preset, tmp_path / "c", overrides=overrides)
+    training = {p.method: p.resolved.spec.training for p in planned}
+    assert (training["fedavg"].optimizer, training["fedavg"].lr) == ("sgd", 0.2)
+    assert (training["fedbn"].optimizer, training["fedbn"].lr) == ("adam", 0.003)
+    data = {p.method: p.resolved.spec.data for p in planned}
+    assert data["fedavg"] == data["fedbn"]
+
+
 @pytest.mark.parametrize(
     "overrides, methods, message",
     [
@@ -86,7 +97,7 @@ def test_method_overrides_go_only_to_methods_that_take_them(preset, tmp_path):
         (["method.share_bias=1"], ("fedavg", "separate"), "fedavg: none; separate: none"),
         (["fedavg:method.share_bias=true"], ("fedavg", "fedbn"), "fedavg: method.share_bias:"),
         (["lips2:method.s0=0.5"], ("fedavg", "fedbn"), "'lips2' is not one of the compared"),
-        (["fedbn:training.lr=0.5"], ("fedavg", "fedbn"), "only method.* keys can differ"),
+        (["fedbn:data.alpha=0.5"], ("fedavg", "fedbn"), "only method.* and training.* keys"),
         (["seed=3"], ("fedavg", "fedbn"), "--set seed: a comparison sets it from --seeds"),
         (["output.dir=x"], ("fedavg", "fedbn"), "from --out"),
         (["method.name=fedbn"], ("fedavg",), "from the METHOD arguments"),
