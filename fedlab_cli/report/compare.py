@@ -349,6 +349,11 @@ def _num(value: float | None, digits: int = 2, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def format_bpp(bpp: float | None) -> str:
+    """Four significant digits: FedPM's 0.9998 must not read as 1.00."""
+    return DASH if bpp is None else f"{bpp:.4g}"
+
+
 def format_p(p: float | None) -> str:
     if p is None:
         return DASH
@@ -412,7 +417,7 @@ def comparison_table(c: Comparison, title: str = "") -> Table:
             _num(m.best_mean),
             *([format_global(m)] if has_global(c) else []),
             *[format_variant(m, name) for name in variant_names(c)],
-            _num(m.uplink_bpp_mean),
+            format_bpp(m.uplink_bpp_mean),
             clock(m.wall_mean),
             format_diff(p) if p else ("baseline" if m.method == c.baseline else DASH),
             format_p(p.p_value) if p else "",
@@ -457,7 +462,7 @@ def summary_markdown(c: Comparison) -> str:
         cells = [format_diff(p), format_p(p.p_value), format_wins(p)] if p else [DASH, DASH, DASH]
         cells += [format_global(m)] if has_global(c) else []
         cells += [format_variant(m, name) for name in variant_names(c)]
-        cells.append(_num(m.uplink_bpp_mean))
+        cells.append(format_bpp(m.uplink_bpp_mean))
         lines.append(f"| {m.method} | {format_mean_std(m)} | " + " | ".join(cells) + " |")
     notes = [*c.notes, *_column_notes(c)]
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"

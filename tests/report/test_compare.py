@@ -294,3 +294,15 @@ def test_a_diverged_seed_is_named_and_left_out_of_means_and_pairs():
     text = io.StringIO()
     Console(file=text, width=200).print(comparison_table(c))
     assert "64.50 ± 0.71 (1 diverged)" in text.getvalue()
+
+
+def test_bpp_keeps_four_significant_digits():
+    """FedPM's 0.99984 bits per parameter must not print as 1.00 beside FedAvg's 32."""
+    from fedlab_cli.report.compare import format_bpp
+
+    assert [format_bpp(v) for v in (0.99984, 16.4512, 32.0, None)] == [
+        "0.9998",
+        "16.45",
+        "32",
+        DASH,
+    ]
