@@ -207,14 +207,25 @@ def _resolve_run(
     spec["method"] = section
     spec = apply_overrides(spec, overrides)
     spec["seed"] = seed
-    output = spec.get("output")
-    spec["output"] = {**(output if isinstance(output, dict) else {}), "dir": str(path)}
+    spec["output"] = run_output(spec.get("output"), path, f"{path.parent.parent.name}-{method}")
     try:
         return resolve(spec)
     except FedlabError as err:
         if str(err).startswith("method."):
             raise FedlabError(f"{method}: {err}") from None
         raise
+
+
+def run_output(output: Any, path: Path, group: str) -> dict:
+    """The ``output`` section of one planned run: its dir, and the W&B group its seeds share
+    (unless the spec names one)."""
+    section = dict(output) if isinstance(output, dict) else {}
+    section["dir"] = str(path)
+    wandb = section.get("wandb")
+    if "wandb" in section and not isinstance(wandb, dict):
+        return section  # let validation name the bad value
+    section["wandb"] = {"group": group[-128:], **(wandb or {})}
+    return section
 
 
 def run_status(path: Path, resolved: ResolvedSpec) -> Status:

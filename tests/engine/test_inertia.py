@@ -52,7 +52,9 @@ def test_csv_equals_values_recomputed_from_checkpoints(make_spec, tmp_path, meth
     pop = session.federation.population
     initial = {n: pop.params[n].mean(0).flatten().double().numpy() for n in LAYERS}
     run(session.federation, on_round=[session.on_round])
-    manifests = [torch.load(session.run_dir.checkpoint_path(t), weights_only=True) for t in range(4)]
+    manifests = [
+        torch.load(session.run_dir.checkpoint_path(t), weights_only=True) for t in range(4)
+    ]
     states = [checkpoint.load(session.run_dir, m, 0, pop.total_clients) for m in manifests]
     rows = read_csv(tmp_path / "run" / "inertia.csv")
     assert list(rows[0]) == [
