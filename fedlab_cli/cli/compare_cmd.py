@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedlab_cli.cli.boundary import report_crashes_in
 from fedlab_cli.cli.errors import fail, user_errors
+from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
 from fedlab_cli.cli.signals import StopAfterRound, StopRequested
 from fedlab_cli.engine.compare import CompareEvents, PlannedRun, execute, plan_compare
@@ -82,6 +83,7 @@ def compare_command(
         console = Console()
         console.print(comparison_table(comparison, _title(completed[0].summary, target, plan)))
         console.print(f"files: {', '.join(str(f) for f in files)}", soft_wrap=True)
+        console.print(plot_hint(target), highlight=False, soft_wrap=True)
 
 
 def _lock_all(locks: ExitStack, target: Path, plan: list[PlannedRun], console: Console) -> None:
