@@ -10,6 +10,7 @@ from fedlab_cli.cli.inertia_cmd import inertia_app
 from fedlab_cli.cli.list_cmd import list_command
 from fedlab_cli.cli.plot_cmd import plot_command
 from fedlab_cli.cli.run_cmd import run_command
+from fedlab_cli.cli.sweep_cmd import sweep_command
 
 app = typer.Typer(
     name="fedlab",
@@ -52,6 +53,7 @@ app.command("list")(list_command)
 app.command("compare")(compare_command)
 app.add_typer(inertia_app, name="inertia")
 app.command("plot")(plot_command)
+app.command("sweep")(sweep_command)
 
 
 def main() -> None:
