@@ -76,17 +76,17 @@ def test_a_sweep_run_equals_the_same_fedlab_run(sequential, tmp_path):
     assert metrics(alone) == metrics(sequential / entry["dir"])
 
 
+def stamps(out: Path) -> dict[str, int]:
+    """When each finished run wrote its summary.json."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+
+
 def test_rerun_reuses_every_finished_run(sequential):
-    before = {
-        p.name: (p / "summary.json").stat().st_mtime_ns for p in (sequential / "runs").glob("*")
-    }
+    before = stamps(sequential)
     result = sweep(sequential, *GRID, *TINY)
     assert result.exit_code == 0, result.output
     assert "8 done, 0 to resume, 0 to start" in result.stderr
-    after = {
-        p.name: (p / "summary.json").stat().st_mtime_ns for p in (sequential / "runs").glob("*")
-    }
-    assert after == before
+    assert stamps(sequential) == before and len(before) == 8
 
 
 def _sweep_main(argv: list[str]) -> None:
@@ -117,10 +117,9 @@ def test_kill_then_rerun_redoes_only_unfinished_runs(tmp_path):
         time.sleep(0.02)
     child.join()
     assert child.exitcode == -signal.SIGKILL, "the sweep finished before it was killed"
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    finished = stamps(out)
     assert 2 <= len(finished) < 4
-    result = sweep(out, "--grid", "method.name=fedavg,fedbn", "--seeds", "0,1", *TINY,
-                   "--set", "federation.rounds=3", "--set", "output.checkpoint_every=1")  # fmt: skip
+    result = sweep(out, *argv[4:-3], "--set", "output.checkpoint_every=1")
     assert result.exit_code == 0, result.output
     assert f"{len(finished)} done" in result.stderr
     for name, stamp in finished.items():  # not redone
@@ -163,3 +162,18 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, argv, fragment):
     result = sweep(out, *argv, *TINY)
     assert_one_line_refusal(result, fragment)
     assert not out.exists()
+
+
+def test_slurm_launch_through_submitits_local_executor(sequential, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("FEDLAB_SUBMITIT_CLUSTER", "local")
+    out = tmp_path / "slurm"
+    argv = ["--grid", "method.name=fedbn", "--grid", "data.alpha=0.5", "--seeds", "1", *TINY]
+    result = sweep(out, *argv, "--launcher", "slurm", "--max-parallel", "2")
+    assert result.exit_code == 0, result.output
+    assert "submitted a job array of 1 tasks" in result.stderr
+    runs = [p for p in (out / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    for run in runs:  # the same spec hash and the same numbers as the local one-by-one runs
+        assert metrics(run) == metrics(sequential / "runs" / run.name)
+    assert list((out / "slurm").glob("*_result.pkl"))  # submitit's own record of each task
