@@ -20,7 +20,7 @@ from fedlab_cli.cli.compare_cmd import parse_seeds
 from fedlab_cli.cli.errors import fail, user_errors
 from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
-from fedlab_cli.engine.grid import parse_grid, points
+from fedlab_cli.engine.grid import parse_grid, points, restrict
 from fedlab_cli.engine.launcher import Job, SlurmOptions, run_local, run_slurm
 from fedlab_cli.engine.lock import RunLock
 from fedlab_cli.engine.rundir import PARTITION
@@ -48,6 +48,9 @@ def sweep_command(
     spec: str = typer.Argument(..., help="Run spec or sweep file (e.g. presets/paper/*.yaml)."),
     grid: list[str] = typer.Option(
         [], "--grid", help="An axis: key=v1,v2 (repeatable; the product of all axes is run)."
+    ),
+    only: list[str] = typer.Option(
+        [], "--only", help="Keep some settings of an axis: AXIS=LABEL,LABEL (repeatable)."
     ),
     seeds: str | None = typer.Option(
         None, "--seeds", help="Comma-separated seeds (default: the sweep file's, else 0)."
@@ -90,19 +93,20 @@ def sweep_command(
         raw = read_yaml(path)
         sweep = load_sweep_file(path, raw) if is_sweep_file(raw) else None
         base = sweep.base if sweep else raw
-        axes = (sweep.axes if sweep else []) + parse_grid(grid)
+        file_axes = restrict(sweep.axes if sweep else [], only)
+        axes = file_axes + parse_grid(grid)
         if seeds is not None:
             seed_list = parse_seeds(seeds)
         else:
             seed_list = (sweep.seeds if sweep and sweep.seeds else None) or [0]
         shortcuts = {k: v for k, v in {"rounds": rounds, "clients": clients}.items() if v}
         after = [f"{SHORTCUTS[k]}={v}" for k, v in shortcuts.items()] + list(overrides)
-        target = out or default_out(path, grid, after, synthetic)
+        target = out or default_out(path, grid + only, after, synthetic)
         check_output_dir(target, "--out")
         transform = synthetic_stand_in if synthetic else None
         plan = plan_sweep(base, points(axes), seed_list, target, after, retry_failed, transform)
         with ExitStack() as locks:
-            for directory in [target, *(r.path for r in plan)]:
+            for directory in dict.fromkeys([target, *(r.path for r in plan)]):
                 lock = locks.enter_context(RunLock(directory, "--out"))
                 if lock.notice:
                     console.print(f"[bold yellow]WARNING:[/bold yellow] {lock.notice}")
@@ -128,10 +132,10 @@ def sweep_command(
             results = _results(plan, summaries)
             files, comparison = _write_summary(target, plan, results, context)
             paper_cells = None
-            if sweep and sweep.paper and len(axes) == len(sweep.axes):
+            if sweep and sweep.paper and len(axes) == len(file_axes):
                 labels = {r.label: r.point.labels() for r in plan}
                 paper_cells = cells(sweep.paper, [a.name for a in axes], labels, results)
-                paper_json = cells_json(paper_cells, shortcuts, synthetic)
+                paper_json = cells_json(paper_cells, shortcuts, synthetic, overrides)
                 atomic_write_text(target / "paper.json", json.dumps(paper_json, indent=2) + "\n")
     if as_json and files:
         print(files[-1].read_text(), end="")
@@ -140,7 +144,8 @@ def sweep_command(
         title = f"sweep of {path.name}: {len(plan)} runs — {target}"
         table_console.print(comparison_table(comparison, title))
         if paper_cells is not None:
-            table_console.print(paper_table(sweep.paper, paper_cells, shortcuts, synthetic))
+            shown = paper_table(sweep.paper, paper_cells, shortcuts, synthetic, overrides)
+            table_console.print(shown)
         table_console.print(plot_hint(target), highlight=False, soft_wrap=True)
     if failures:
         raise fail(
@@ -199,10 +204,10 @@ def _execute(
     failures = read_failures(target)
     summaries: dict[str, dict] = {}
     todo = [r for r in plan if r.status != "failed"]
-    by_path = {str(r.path): r for r in todo}
+    by_path = {str(r.path): r for r in todo}  # cells that resolve to one spec share its run
     work = [
         Job(str(r.path), r.resolved.to_dict(), fresh=r.path.name in failures or r.status == "start")
-        for r in todo
+        for r in by_path.values()
     ]
     if launcher == "slurm":
         results = run_slurm(

@@ -139,3 +139,27 @@ def axes_from_file(section: Any, where: str) -> list[Axis]:
 def points(axes: list[Axis]) -> list[GridPoint]:
     """Every combination, the first axis varying slowest."""
     return [GridPoint(combo) for combo in itertools.product(*(a.settings for a in axes))]
+
+
+def restrict(axes: list[Axis], items: list[str]) -> list[Axis]:
+    """``--only AXIS=LABEL,LABEL``: keep those settings of that axis (e.g. one column of a
+    paper table); an unknown axis or label is a one-line error naming the known ones."""
+    kept = list(axes)
+    for item in items:
+        name, sep, text = item.partition("=")
+        index = next((i for i, a in enumerate(kept) if a.name == name.strip()), None)
+        if not sep or index is None:
+            known = ", ".join(a.name for a in kept) or "none"
+            raise FedlabError(
+                f"--only: expected AXIS=LABEL,... with an axis of {known}, got {item!r}"
+            )
+        axis = kept[index]
+        wanted = split_values(text)
+        labels = [s.label for s in axis.settings]
+        unknown = next((w for w in wanted if w not in labels), None)
+        if unknown is not None or not wanted:
+            raise FedlabError(
+                f"--only {axis.name}: no setting {unknown!r} (known: {', '.join(labels)})"
+            )
+        kept[index] = Axis(axis.name, tuple(s for s in axis.settings if s.label in wanted))
+    return kept

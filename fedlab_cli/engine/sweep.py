@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,13 +85,14 @@ def plan_sweep(
             raw = transform(raw)
         for seed in seeds:
             spec = {**raw, "seed": seed}
+            group = f"{Path(out).name}-{point.label}"
             try:
-                probe = resolve({**spec, "output": run_output(spec.get("output"), out, "probe")})
+                probe = resolve({**spec, "output": run_output(spec.get("output"), out, group)})
             except FedlabError as err:
                 raise FedlabError(f"grid point {point.label}: {err}") from None
             path = Path(out) / RUNS / spec_hash(probe)
-            group = f"{Path(out).name}-{point.label}"
-            resolved = resolve({**spec, "output": run_output(spec.get("output"), path, group)})
+            output = probe.spec.output.model_copy(update={"dir": path})
+            resolved = replace(probe, spec=probe.spec.model_copy(update={"output": output}))
             status = run_status(path, failures, retry_failed)
             plan.append(SweepRun(point, seed, path, resolved, status))
     return plan

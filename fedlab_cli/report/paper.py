@@ -93,8 +93,10 @@ def _mean_std(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f}±{std:.2f}"
 
 
-def shrunk_note(shortcuts: dict[str, int], synthetic: bool) -> str | None:
-    parts = [f"--{k} {v}" for k, v in shortcuts.items()]
+def shrunk_note(
+    shortcuts: dict[str, int], synthetic: bool, overrides: Sequence[str] = ()
+) -> str | None:
+    parts = [f"--{k} {v}" for k, v in shortcuts.items()] + [f"--set {o}" for o in overrides]
     if synthetic:
         parts.append("synthetic stand-in data")
     if not parts:
@@ -106,10 +108,14 @@ def shrunk_note(shortcuts: dict[str, int], synthetic: bool) -> str | None:
 
 
 def paper_table(
-    paper: dict[str, Any], found: list[Cell], shortcuts: dict[str, int], synthetic: bool
+    paper: dict[str, Any],
+    found: list[Cell],
+    shortcuts: dict[str, int],
+    synthetic: bool,
+    overrides: Sequence[str] = (),
 ) -> Table:
     """One row per paper row, one column per paper column; each cell: paper / ours / Δ."""
-    note = shrunk_note(shortcuts, synthetic)
+    note = shrunk_note(shortcuts, synthetic, overrides)
     title = paper.get("title", "paper table")
     table = Table(
         title=f"{title}{' [SHRUNK]' if note else ''}",
@@ -144,9 +150,12 @@ def _cell_text(cell: Cell) -> str:
     )
 
 
-def cells_json(found: list[Cell], shortcuts: dict[str, int], synthetic: bool) -> dict:
+def cells_json(
+    found: list[Cell], shortcuts: dict[str, int], synthetic: bool, overrides: Sequence[str] = ()
+) -> dict:
     return {
-        "shrunk": shrunk_note(shortcuts, synthetic) is not None,
+        "shrunk": shrunk_note(shortcuts, synthetic, overrides) is not None,
+        "overrides": list(overrides),
         "shortcuts": shortcuts,
         "synthetic": synthetic,
         "cells": [{**cell.__dict__, "diff": cell.diff} for cell in found],
