@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -15,13 +14,14 @@ import typer
 from rich.console import Console
 
 from fedlab_cli.atomic import atomic_write_text
+from fedlab_cli.cli import launch_options
 from fedlab_cli.cli.boundary import report_crashes_in
 from fedlab_cli.cli.compare_cmd import parse_seeds
 from fedlab_cli.cli.errors import fail, user_errors
 from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
 from fedlab_cli.engine.grid import parse_grid, points, restrict
-from fedlab_cli.engine.launcher import Job, SlurmOptions, run_local, run_slurm
+from fedlab_cli.engine.launcher import Job, SlurmOptions
 from fedlab_cli.engine.lock import RunLock
 from fedlab_cli.engine.rundir import PARTITION
 from fedlab_cli.engine.sweep import (
@@ -39,9 +39,6 @@ from fedlab_cli.report.paper import cells, cells_json, paper_table
 from fedlab_cli.spec.load import read_yaml
 
 SHORTCUTS = {"rounds": "federation.rounds", "clients": "data.num_clients"}
-LAUNCHERS = ("local", "slurm")
-CLUSTER_ENV = "FEDLAB_SUBMITIT_CLUSTER"
-"""Tests set ``local`` to run the Slurm path through submitit's local executor."""
 
 
 def sweep_command(
@@ -68,13 +65,11 @@ def sweep_command(
         False, "--synthetic", help="Run on the synthetic stand-ins of the datasets (no files)."
     ),
     out: Path | None = typer.Option(None, "--out", help="Sweep dir (default: runs/sweep-...)."),
-    jobs: int = typer.Option(1, "--jobs", min=1, help="Local runs at once (threads split)."),
-    launcher: str = typer.Option("local", "--launcher", help="local, or slurm (submitit)."),
-    slurm_partition: str | None = typer.Option(None, "--slurm-partition"),
-    gpus_per_job: int = typer.Option(0, "--gpus-per-job", min=0),
-    max_parallel: int | None = typer.Option(
-        None, "--max-parallel", min=1, help="Slurm: array tasks running at once."
-    ),
+    jobs: int = launch_options.JOBS,
+    launcher: str = launch_options.LAUNCHER,
+    slurm_partition: str | None = launch_options.PARTITION,
+    gpus_per_job: int = launch_options.GPUS,
+    max_parallel: int | None = launch_options.MAX_PARALLEL,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Start the runs that failed before again."
     ),
@@ -85,10 +80,7 @@ def sweep_command(
     ones and skips failed ones (unless --retry-failed)."""
     console = Console(stderr=True, quiet=quiet)
     with user_errors():
-        if launcher not in LAUNCHERS:
-            raise fail(f"--launcher: expected local or slurm (got {launcher!r})")
-        if launcher == "slurm":
-            _check_submitit()
+        launch_options.check_launcher(launcher)
         path = find_spec(spec)
         raw = read_yaml(path)
         sweep = load_sweep_file(path, raw) if is_sweep_file(raw) else None
@@ -127,7 +119,7 @@ def sweep_command(
                 console,
                 launcher,
                 jobs,
-                _slurm(slurm_partition, gpus_per_job, max_parallel),
+                launch_options.slurm_options(slurm_partition, gpus_per_job, max_parallel),
             )
             results = _results(plan, summaries)
             files, comparison = _write_summary(target, plan, results, context)
@@ -153,25 +145,6 @@ def sweep_command(
             "rerun with --retry-failed to start them again",
             1,
         )
-
-
-def _check_submitit() -> None:
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise fail(
-            "--launcher slurm needs the 'submitit' package; install it with "
-            "`pip install 'fedlab-cli[slurm]'`"
-        ) from None
-
-
-def _slurm(partition: str | None, gpus: int, max_parallel: int | None) -> SlurmOptions:
-    return SlurmOptions(
-        partition=partition,
-        gpus_per_job=gpus,
-        max_parallel=max_parallel,
-        cluster=os.environ.get(CLUSTER_ENV) or None,
-    )
 
 
 def default_out(path: Path, grid: list[str], after: list[str], synthetic: bool) -> Path:
@@ -209,16 +182,7 @@ def _execute(
         Job(str(r.path), r.resolved.to_dict(), fresh=r.path.name in failures or r.status == "start")
         for r in by_path.values()
     ]
-    if launcher == "slurm":
-        results = run_slurm(
-            work,
-            target / "slurm",
-            slurm,
-            lambda n: console.print(f"submitted a job array of {n} tasks", highlight=False),
-        )
-    else:
-        results = run_local(work, jobs)
-    for result in results:
+    for result in launch_options.launch(work, launcher, jobs, slurm, target / "slurm", console):
         run = by_path[result.path]
         name = run.path.name
         if result.error is None and result.summary.get("status") != "diverged":

@@ -295,7 +295,7 @@ def execute(
     a diverged run) stops the comparison but loses nothing already written.
     """
     events = events or CompareEvents()
-    fingerprints = _read_fingerprints(out)
+    fingerprints = read_fingerprints(out)
     completed = []
     for planned in plan:
         summary = _complete(planned, out, fingerprints, events, progress)
@@ -344,7 +344,7 @@ def _complete(
     return session.finish()
 
 
-def _read_fingerprints(out: Path) -> dict[str, str]:
+def read_fingerprints(out: Path) -> dict[str, str]:
     path = Path(out) / FINGERPRINTS
     return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -32,6 +32,7 @@ class JobResult:
     path: str
     summary: dict | None
     error: str | None
+    init_sha256: str | None = None  # the initial weights of a run started by this job
 
 
 def run_job(job: Job) -> JobResult:
@@ -48,10 +49,15 @@ def run_job(job: Job) -> JobResult:
             shutil.rmtree(path, ignore_errors=True)  # our own dir: leftovers of a killed start
         elif run_dir.is_complete:
             return JobResult(job.path, run_dir.summary(), None)
+        initial = None
         if (path / SPEC).is_file():
             session = RunSession.resume(path)
         else:
+            from fedlab_cli.engine.population import weights_sha256
+
             session = RunSession.start(resolve(job.spec), path)
+            federation = session.federation  # before any calibration changed the weights
+            initial = federation.initial_sha256 or weights_sha256(federation.population)
         try:
             run(session.federation, on_round=[session.on_round])
         except Exception as err:  # diverged: summary.json says so, the run stays resumable
@@ -62,7 +68,7 @@ def run_job(job: Job) -> JobResult:
             session.close_loggers()
             raise
         summary = session.finish()
-        return JobResult(job.path, summary, None)
+        return JobResult(job.path, summary, None, initial)
     except Exception as err:
         return JobResult(job.path, None, " ".join(f"{type(err).__name__}: {err}".split())[:300])
 
