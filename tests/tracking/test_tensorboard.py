@@ -106,3 +106,46 @@ def test_csv_equals_metrics_jsonl_after_resume(make_spec, one_thread):
             assert float(row[key]) == record[key]  # full precision, not rounded
         assert not any(k.endswith("_clients") for k in row)  # lists are left out
     assert all(math.isfinite(float(r["loss"])) for r in rows)
+
+
+def _fedlab(argv: list[str]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from fedlab_cli.cli import app
+
+    app(argv)
+
+
+def test_sigkill_then_cli_resume_gives_each_round_once(tmp_path):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from typer.testing import CliRunner
+
+    from fedlab_cli.cli import app
+
+    out = tmp_path / "killed"
+    argv = ["run", "quickstart", "-q", "--set", f"output.dir={out}"]
+    for item in ("federation.rounds=6", "data.num_clients=4", "training.local_epochs=1",
+                 "output.checkpoint_every=2", "output.loggers=[tensorboard]"):  # fmt: skip
+        argv += ["--set", item]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "fedlab_cli.cli"])
+    child = context.Process(target=_fedlab, args=(argv,))
+    child.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.is_alive():
+        log = out / "metrics.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:
+            os.kill(child.pid, signal.SIGKILL)  # wherever it is: mid-round, mid-write
+            break
+        time.sleep(0.01)
+    child.join()
+    assert child.exitcode == -signal.SIGKILL, "the run finished before it was killed"
+    result = CliRunner().invoke(app, ["run", "--resume", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [r["round"] for r in jsonl(out)] == list(range(6))
+    assert_events_equal_metrics(out)
