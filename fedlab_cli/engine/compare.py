@@ -31,6 +31,7 @@ from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
 from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, read_yaml, resolve
+from fedlab_cli.tracking import check_available
 
 Status = Literal["done", "resume", "start"]
 Progress = Callable[[str, int, int], None]
@@ -130,6 +131,7 @@ def plan_compare(
         for seed in seeds:
             path = run_path(out, method, seed)
             resolved = _resolve_run(raw, preset_method, method, per_method[method], seed, path)
+            check_available(resolved.spec.output.loggers)  # before any dir or lock is made
             plan.append(PlannedRun(method, seed, path, resolved, run_status(path, resolved)))
     return plan
 

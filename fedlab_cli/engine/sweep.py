@@ -23,6 +23,7 @@ from fedlab_cli.engine.grid import GridPoint
 from fedlab_cli.engine.rundir import SPEC, RunDir
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, resolve
+from fedlab_cli.tracking import check_available
 
 Status = Literal["done", "resume", "start", "failed"]
 RUNS, INDEX, FAILURES = "runs", "sweep.json", "failures.json"
@@ -93,6 +94,7 @@ def plan_sweep(
             path = Path(out) / RUNS / spec_hash(probe)
             output = probe.spec.output.model_copy(update={"dir": path})
             resolved = replace(probe, spec=probe.spec.model_copy(update={"output": output}))
+            check_available(resolved.spec.output.loggers)  # before any dir or lock is made
             status = run_status(path, failures, retry_failed)
             plan.append(SweepRun(point, seed, path, resolved, status))
     return plan

@@ -67,6 +67,17 @@ def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):
         assert not out.exists()  # refused before anything was written or trained
 
 
+def test_missing_package_in_a_compare_or_sweep_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    for argv in (
+        ["compare", "fedavg", "--preset", "quickstart", "--out", str(tmp_path / "c")],
+        ["sweep", "quickstart", "--grid", "data.alpha=0.1,0.5", "--out", str(tmp_path / "s")],
+    ):
+        result = CliRunner().invoke(app, [*argv, "--set", "output.loggers=[tensorboard]"])
+        assert_one_line_refusal(result, "fedlab-cli[tensorboard]")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_logger_is_one_line(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(
