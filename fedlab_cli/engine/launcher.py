@@ -7,7 +7,6 @@ summary (complete), so every launcher can be interrupted and rerun.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -172,10 +171,3 @@ def run_slurm(
             yield handle.result()
         except Exception as err:  # the Slurm job itself failed (killed, out of memory)
             yield JobResult(job.path, None, " ".join(f"{type(err).__name__}: {err}".split())[:300])
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

@@ -76,6 +76,21 @@ def test_a_sweep_run_equals_the_same_fedlab_run(sequential, tmp_path):
     assert metrics(alone) == metrics(sequential / entry["dir"])
 
 
+def test_plot_draws_a_band_per_grid_point(sequential):
+    import numpy as np
+
+    from fedlab_cli.report.curves import curves
+
+    series = {s.label: s for s in curves([sequential], "acc_agg")}
+    assert len(series) == 4
+    index = json.loads((sequential / "sweep.json").read_text())["runs"]
+    for label, s in series.items():
+        runs = [sequential / r["dir"] for r in index if r["label"] == label]
+        acc = np.array([[r["acc_agg"] for r in metrics(run)] for run in runs])
+        np.testing.assert_allclose(s.mean, acc.mean(axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(s.std, acc.std(axis=0, ddof=1), rtol=0, atol=1e-12)
+
+
 def stamps(out: Path) -> dict[str, int]:
     """When each finished run wrote its summary.json."""
     return {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
