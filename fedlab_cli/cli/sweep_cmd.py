@@ -20,7 +20,7 @@ from fedlab_cli.cli.compare_cmd import parse_seeds
 from fedlab_cli.cli.errors import fail, user_errors
 from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
-from fedlab_cli.engine.grid import parse_grid, points, restrict
+from fedlab_cli.engine.grid import OWNED, parse_grid, points, restrict
 from fedlab_cli.engine.launcher import Job, SlurmOptions
 from fedlab_cli.engine.lock import RunLock
 from fedlab_cli.engine.rundir import PARTITION
@@ -91,6 +91,10 @@ def sweep_command(
             seed_list = parse_seeds(seeds)
         else:
             seed_list = (sweep.seeds if sweep and sweep.seeds else None) or [0]
+        for item in overrides:
+            key = item.partition("=")[0].strip()
+            if key in OWNED:
+                raise fail(f"--set {key}: a sweep sets it from {OWNED[key]}")
         shortcuts = {k: v for k, v in {"rounds": rounds, "clients": clients}.items() if v}
         after = [f"{SHORTCUTS[k]}={v}" for k, v in shortcuts.items()] + list(overrides)
         target = out or default_out(path, grid + only, after, synthetic)

@@ -3,6 +3,7 @@ finished runs kept across a kill, failed runs recorded, bad input refused in one
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import assert_one_line_refusal, one_torch_thread
+from support import assert_events_equal_metrics, assert_one_line_refusal, one_torch_thread
 from typer.testing import CliRunner
 
 from fedlab_cli.cli import app
@@ -116,11 +117,14 @@ def _sweep_main(argv: list[str]) -> None:
 def test_kill_then_rerun_redoes_only_unfinished_runs(tmp_path):
     out = tmp_path / "killed"
     argv = ["sweep", "quickstart", "--out", str(out), "--grid", "method.name=fedavg,fedbn"]
-    argv += ["--seeds", "0,1", *TINY, "--set", "federation.rounds=3", "-q"]
+    argv += ["--seeds", "0,1", *TINY, "--set", "federation.rounds=3"]
     argv += ["--set", "output.checkpoint_every=1"]
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    if tensorboard:  # a SIGKILL mid-run, then resume: no TensorBoard step twice
+        argv += ["--set", "output.loggers=[tensorboard]"]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "fedlab_cli.cli"])
-    child = context.Process(target=_sweep_main, args=(argv,))
+    child = context.Process(target=_sweep_main, args=([*argv, "-q"],))
     child.start()
     deadline = time.monotonic() + 60
     done: list[Path] = []
@@ -134,7 +138,7 @@ def test_kill_then_rerun_redoes_only_unfinished_runs(tmp_path):
     assert child.exitcode == -signal.SIGKILL, "the sweep finished before it was killed"
     finished = stamps(out)
     assert 2 <= len(finished) < 4
-    result = sweep(out, *argv[4:-3], "--set", "output.checkpoint_every=1")
+    result = sweep(out, *argv[4:])
     assert result.exit_code == 0, result.output
     assert f"{len(finished)} done" in result.stderr
     for name, stamp in finished.items():  # not redone
@@ -142,6 +146,8 @@ def test_kill_then_rerun_redoes_only_unfinished_runs(tmp_path):
     assert len(list(out.glob("runs/*/summary.json"))) == 4
     for run in out.glob("runs/*/"):
         assert [r["round"] for r in metrics(run)] == [0, 1, 2]  # resumed: no round twice
+        if tensorboard:
+            assert_events_equal_metrics(run)
 
 
 def test_a_failed_run_is_recorded_and_retried_only_when_asked(tmp_path):
@@ -169,6 +175,7 @@ def test_a_failed_run_is_recorded_and_retried_only_when_asked(tmp_path):
         (["--grid", "data.nope=1,2"], "data.nope: unknown key"),
         (["--grid", "data.alpha=0.1,-3"], "data.alpha"),
         (["--launcher", "pbs"], "--launcher"),
+        (["--set", "seed=3"], "--set seed: a sweep sets it from --seeds"),
         (["--seeds", "a"], "--seeds"),
     ],
 )
