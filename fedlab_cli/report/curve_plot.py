@@ -94,6 +94,10 @@ def write_figure(series: Sequence[Series], path: Path, metric: str, x_axis: str)
             ax.fill_between(
                 s.x, s.mean - s.std, s.mean + s.std, color=line.get_color(), alpha=0.2, lw=0
             )
+    if x_axis == "round":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(X_LABELS[x_axis])
     ax.set_ylabel(f"{metric} (%)" if metric.startswith("acc") else metric)
     if any(s.std is not None for s in series):
