@@ -175,3 +175,44 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def read_events(run_dir: Path):
+    """``RUN_DIR/tb`` read with tensorboard's own ``EventAccumulator``, every scalar kept."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return events
+
+
+def assert_events_equal_metrics(run_dir: Path) -> None:
+    """Each round of metrics.jsonl exactly once in the event files, with its value (TensorBoard
+    stores float32: equal to the jsonl value rounded to float32, bit for bit); per-layer
+    inertia scalars equal inertia.csv."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from fedlab_cli.engine.rundir import RunDir
+
+    events = read_events(run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    tags = set(events.Tags()["scalars"])
+    for key in ("loss", "acc_local", "acc_agg", "uplink_bits", "downlink_bits"):
+        assert key in tags, key
+        found = events.Scalars(key)
+        steps = [e.step for e in found]
+        assert steps == [r["round"] for r in records], (key, steps)
+        assert [np.float32(e.value) for e in found] == [np.float32(r[key]) for r in records]
+    layer_tags = [t for t in tags if t.startswith("inertia/rel_update/")]
+    assert layer_tags, tags
+    rows = RunDir(run_dir).inertia_rows()
+    for tag in layer_tags:
+        layer = tag.split("/", 2)[2]
+        want = [float(r["rel_update"]) for r in rows if r["layer"] == layer]
+        got = events.Scalars(tag)
+        assert [e.step for e in got] == list(range(len(records)))
+        assert [e.value for e in got] == pytest.approx(want, rel=1e-6)

@@ -8,7 +8,9 @@ from fedlab_cli.cli.boundary import FedlabGroup, enable_debug, installed_version
 from fedlab_cli.cli.compare_cmd import compare_command
 from fedlab_cli.cli.inertia_cmd import inertia_app
 from fedlab_cli.cli.list_cmd import list_command
+from fedlab_cli.cli.plot_cmd import plot_command
 from fedlab_cli.cli.run_cmd import run_command
+from fedlab_cli.cli.sweep_cmd import sweep_command
 
 app = typer.Typer(
     name="fedlab",
@@ -50,6 +52,8 @@ app.command("run")(run_command)
 app.command("list")(list_command)
 app.command("compare")(compare_command)
 app.add_typer(inertia_app, name="inertia")
+app.command("plot")(plot_command)
+app.command("sweep")(sweep_command)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -10,13 +11,27 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedlab_cli.atomic import atomic_write_text
+from fedlab_cli.cli import launch_options
 from fedlab_cli.cli.boundary import report_crashes_in
 from fedlab_cli.cli.errors import fail, user_errors
+from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
 from fedlab_cli.cli.signals import StopAfterRound, StopRequested
-from fedlab_cli.engine.compare import CompareEvents, PlannedRun, execute, plan_compare
+from fedlab_cli.engine.compare import (
+    FINGERPRINTS,
+    CompareEvents,
+    CompletedRun,
+    PlannedRun,
+    execute,
+    file_sha256,
+    plan_compare,
+    read_fingerprints,
+)
 from fedlab_cli.engine.federation import RoundRecord
+from fedlab_cli.engine.launcher import Job, SlurmOptions
 from fedlab_cli.engine.lock import RunLock
+from fedlab_cli.engine.rundir import PARTITION
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.paths import check_output_dir
 from fedlab_cli.report.compare import RunResult, compare, comparison_table, write_files
@@ -47,6 +62,11 @@ def compare_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or table."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout."),
+    jobs: int = launch_options.JOBS,
+    launcher: str = launch_options.LAUNCHER,
+    slurm_partition: str | None = launch_options.PARTITION,
+    gpus_per_job: int = launch_options.GPUS,
+    max_parallel: int | None = launch_options.MAX_PARALLEL,
 ) -> None:
     """Run every method on every seed (same partitions and initial weights per seed) and
     tabulate final accuracy, paired differences to the first method and their significance.
@@ -54,6 +74,7 @@ def compare_command(
     shortcuts = {"clients": clients, "alpha": alpha, "rounds": rounds, "samples": samples}
     progress_console = Console(stderr=True, quiet=quiet)
     with user_errors():
+        launch_options.check_launcher(launcher)
         seed_list = parse_seeds(seeds)
         path = find_spec(preset)
         target = out or default_out(path, methods, shortcuts)
@@ -63,7 +84,11 @@ def compare_command(
             _lock_all(locks, target, plan, progress_console)
             _announce(progress_console, plan, target)
             report_crashes_in(target)
-            completed = _execute(plan, target, progress_console)
+            if jobs > 1 or launcher == "slurm":
+                slurm = launch_options.slurm_options(slurm_partition, gpus_per_job, max_parallel)
+                completed = _execute_jobs(plan, target, progress_console, launcher, jobs, slurm)
+            else:
+                completed = _execute(plan, target, progress_console)
             results = [
                 RunResult.from_summary(c.summary, c.path, c.init_sha256, c.partition_sha256)
                 for c in completed
@@ -82,6 +107,7 @@ def compare_command(
         console = Console()
         console.print(comparison_table(comparison, _title(completed[0].summary, target, plan)))
         console.print(f"files: {', '.join(str(f) for f in files)}", soft_wrap=True)
+        console.print(plot_hint(target), highlight=False, soft_wrap=True)
 
 
 def _lock_all(locks: ExitStack, target: Path, plan: list[PlannedRun], console: Console) -> None:
@@ -110,6 +136,52 @@ def _execute(plan: list[PlannedRun], target: Path, console: Console):
     except KeyboardInterrupt:
         print(f"interrupted during {view.current}; {continue_hint}", file=sys.stderr)
         raise typer.Exit(view.stop.abort_code) from None
+
+
+def _execute_jobs(
+    plan: list[PlannedRun],
+    target: Path,
+    console: Console,
+    launcher: str,
+    jobs: int,
+    slurm: SlurmOptions,
+) -> list[CompletedRun]:
+    """The plan as a sweep over methods: in worker processes or a Slurm array. A failed run
+    ends the compare with one line once the others are done (they are kept)."""
+    fingerprints = read_fingerprints(target)
+    by_path = {str(p.path): p for p in plan}
+    work = [Job(str(p.path), p.resolved.to_dict()) for p in plan]
+    done: dict[str, CompletedRun] = {}
+    failed: list[str] = []
+    for result in launch_options.launch(work, launcher, jobs, slurm, target / "slurm", console):
+        planned = by_path[result.path]
+        summary = result.summary
+        if result.error is not None or summary.get("status") == "diverged":
+            failed.append(f"{planned.key}: {result.error or summary.get('diverged')}")
+            console.print(f"[red]{planned.key} failed[/red]: {failed[-1]}", highlight=False)
+            continue
+        if result.init_sha256 is not None:
+            fingerprints[planned.key] = result.init_sha256
+            atomic_write_text(target / FINGERPRINTS, json.dumps(fingerprints, indent=2) + "\n")
+        how = {"done": "reused", "resume": "resumed", "start": "trained"}[planned.status]
+        console.print(
+            f"{planned.method} seed {planned.seed}: final {summary['final_accuracy']:.2f}% "
+            f"({summary['rounds']} rounds) {how} · {planned.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        done[planned.key] = CompletedRun(
+            planned.method,
+            planned.seed,
+            planned.path,
+            summary,
+            fingerprints.get(planned.key),
+            file_sha256(planned.path / PARTITION),
+        )
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise fail(f"{failed[0]}{more}; finished runs are kept in {target}", 1)
+    return [done[p.key] for p in plan]
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from fedlab_cli.cli import worker
 from fedlab_cli.cli.boundary import report_crashes_in
 from fedlab_cli.cli.errors import fail, user_errors
+from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
 from fedlab_cli.cli.signals import StopAfterRound, StopRequested
 from fedlab_cli.engine.federation import run
@@ -90,6 +91,7 @@ def run_command(
     elif not quiet:
         console.print(summary_table(summary, str(target)))
         console.print(f"layer inertia: fedlab inertia report {target}", highlight=False)
+        console.print(plot_hint(target), highlight=False, soft_wrap=True)
 
 
 def _resume(path: Path, console: Console, stop: StopAfterRound) -> dict:

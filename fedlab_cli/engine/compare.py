@@ -31,6 +31,7 @@ from fedlab_cli.engine.rundir import MANIFEST, PARTITION, SPEC, RunDir
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError, TrainingDivergedError
 from fedlab_cli.spec.load import ResolvedSpec, apply_overrides, read_yaml, resolve
+from fedlab_cli.tracking import check_available
 
 Status = Literal["done", "resume", "start"]
 Progress = Callable[[str, int, int], None]
@@ -131,6 +132,7 @@ def plan_compare(
         for seed in seeds:
             path = run_path(out, method, seed)
             resolved = _resolve_run(raw, preset_method, method, per_method[method], seed, path)
+            check_available(resolved.spec.output.loggers)  # before any dir or lock is made
             plan.append(PlannedRun(method, seed, path, resolved, run_status(path, resolved)))
     return plan
 
@@ -211,14 +213,25 @@ def _resolve_run(
     spec["method"] = section
     spec = apply_overrides(spec, overrides)
     spec["seed"] = seed
-    output = spec.get("output")
-    spec["output"] = {**(output if isinstance(output, dict) else {}), "dir": str(path)}
+    spec["output"] = run_output(spec.get("output"), path, f"{path.parent.parent.name}-{method}")
     try:
         return resolve(spec)
     except FedlabError as err:
         if str(err).startswith("method."):
             raise FedlabError(f"{method}: {err}") from None
         raise
+
+
+def run_output(output: Any, path: Path, group: str) -> dict:
+    """The ``output`` section of one planned run: its dir, and the W&B group its seeds share
+    (unless the spec names one)."""
+    section = dict(output) if isinstance(output, dict) else {}
+    section["dir"] = str(path)
+    wandb = section.get("wandb")
+    if "wandb" in section and not isinstance(wandb, dict):
+        return section  # let validation name the bad value
+    section["wandb"] = {"group": group[-128:], **(wandb or {})}
+    return section
 
 
 def run_status(path: Path, resolved: ResolvedSpec) -> Status:
@@ -289,7 +302,7 @@ def execute(
     it); an exception (Ctrl-C) stops the comparison but loses nothing already written.
     """
     events = events or CompareEvents()
-    fingerprints = _read_fingerprints(out)
+    fingerprints = read_fingerprints(out)
     completed = []
     for planned in plan:
         summary = _complete(planned, out, fingerprints, events, progress)
@@ -338,7 +351,7 @@ def _complete(
     return session.finish()
 
 
-def _read_fingerprints(out: Path) -> dict[str, str]:
+def read_fingerprints(out: Path) -> dict[str, str]:
     path = Path(out) / FINGERPRINTS
     return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from fedlab_cli.engine.rundir import PARTITION, SPEC, RunDir
 from fedlab_cli.engine.world import env_rank
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.spec.load import ResolvedSpec, load_spec
+from fedlab_cli.tracking import Logger, check_available, open_loggers
 
 Progress = Callable[[str, int, int], None]
 
@@ -36,6 +37,7 @@ class RunSession:
     records: list[dict]
     notice: str | None = None
     inertia: InertiaRecorder | None = None
+    loggers: list[Logger] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -50,13 +52,16 @@ class RunSession:
                 f"output.dir: {str(path)!r} already exists; choose another or resume it "
                 f"with `fedlab run --resume {path}`"
             )
+        check_available(resolved.spec.output.loggers)
         federation = build_federation(resolved, progress=progress)
         inertia = attach_inertia(federation, resolved.spec.inertia.ref_rounds)
         world = federation.population.world
+        loggers: list[Logger] = []
         if world.is_main:
             run_dir.create(resolved.to_yaml(), federation.splits.to_json())
+            loggers = open_loggers(resolved, path, [], [])
         world.barrier()
-        return cls(resolved, run_dir, federation, [], federation.notice, inertia)
+        return cls(resolved, run_dir, federation, [], federation.notice, inertia, loggers)
 
     @classmethod
     def resume(cls, path: Path, progress: Progress | None = None) -> RunSession:
@@ -72,6 +77,7 @@ class RunSession:
         if not run_dir.has_manifest and env_rank() == 0:
             run_dir.write_manifest()  # a run dir from before manifests: adopt it as it is
         resolved = load_spec(path / SPEC)
+        check_available(resolved.spec.output.loggers)
         splits = ClientSplits.from_json(json.loads((path / PARTITION).read_text()))
         state, notices = resume_point(run_dir)
         federation = build_federation(
@@ -86,14 +92,16 @@ class RunSession:
             held = checkpoint.load(run_dir, state, pop.first, pop.first + pop.num_clients)
             federation.load_state_dict(held)
         world = federation.population.world
+        loggers: list[Logger] = []
         if world.is_main:
             records = run_dir.keep_metrics_through(federation.next_round - 1)
             if inertia is not None:
                 run_dir.keep_inertia_through(federation.next_round - 1)
+            loggers = open_loggers(resolved, path, records, run_dir.inertia_rows())
         else:
             records = run_dir.metrics()[: federation.next_round]
         world.barrier()
-        return cls(resolved, run_dir, federation, records, notice, inertia)
+        return cls(resolved, run_dir, federation, records, notice, inertia, loggers)
 
     def on_round(self, record: RoundRecord) -> None:
         """Log the round; checkpoint every ``output.checkpoint_every`` rounds and at the end."""
@@ -102,10 +110,13 @@ class RunSession:
         if main:
             self.run_dir.append_metrics(line)
         self.records.append(line)
+        rows: list = []
         if self.inertia is not None:
             rows = self.inertia.drain()
             if main:
                 self.run_dir.append_inertia(rows)
+        for logger in self.loggers:  # before the checkpoint: a kept round is in every logger
+            logger.log_round(line, [row._asdict() for row in rows])
         out = self.resolved.spec.output
         done = record.round + 1
         if done % out.checkpoint_every == 0 or done == self.federation.rounds:
@@ -132,8 +143,15 @@ class RunSession:
         summary["processes"] = world.size
         if world.is_main:
             self.run_dir.write_summary(summary)
+        self.close_loggers(summary)
         world.barrier()
         return summary
+
+    def close_loggers(self, summary: dict | None = None) -> None:
+        """Flush and close the trackers (also when a run stops early: it stays resumable)."""
+        loggers, self.loggers = self.loggers, []
+        for logger in loggers:
+            logger.close(summary)
 
 
 def resume_point(run_dir: RunDir) -> tuple[dict | None, list[str]]:

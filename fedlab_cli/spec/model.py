@@ -19,6 +19,7 @@ from fedlab_cli.spec.types import (
     MIN_ALPHA,
     FieldProblem,
     FiniteFloat,
+    NonEmptyText,
     NonNegativeCount,
     Seed,
     SpecPath,
@@ -204,10 +205,35 @@ class InertiaSpec(_Section):
     ref_rounds: list[StrictInt] = Field(default_factory=lambda: list(DEFAULT_REF_ROUNDS))
 
 
+LoggerName = Literal["tensorboard", "wandb", "csv"]
+
+
+class WandbSpec(_Section):
+    """Where a W&B run goes; unset group/name are filled in from the run (see loggers)."""
+
+    project: NonEmptyText = "fedlab"
+    group: NonEmptyText | None = Field(None, description="a compare or sweep sets one per method")
+    name: NonEmptyText | None = Field(None, description="default: <method>-seed<seed>")
+
+
 class OutputSpec(_Section):
     dir: SpecPath | None = None
     checkpoint_every: StrictCount = Field(50, ge=1)
     keep_checkpoints: NonNegativeCount = Field(2, ge=0, description="0 keeps every checkpoint")
+    loggers: list[LoggerName] = Field(
+        default_factory=list,
+        description="also write to tensorboard (RUN_DIR/tb), wandb, csv (metrics.csv); "
+        "metrics.jsonl stays the source of truth",
+    )
+    wandb: WandbSpec = WandbSpec()
+
+    @field_validator("loggers")
+    @classmethod
+    def _distinct(cls, loggers: list[str]) -> list[str]:
+        twice = next((name for name in loggers if loggers.count(name) > 1), None)
+        if twice is not None:
+            raise ValueError(f"logger {twice!r} is given twice")
+        return loggers
 
 
 class RunSpec(_Section):

@@ -66,6 +66,9 @@ def _path_text(value: Any) -> Any:
     return value
 
 
+NonEmptyText = Annotated[str, Strict(), Field(min_length=1, max_length=128)]
+"""A short name given as text (a W&B project, group or run name)."""
+
 SpecPath = Annotated[Path, BeforeValidator(_path_text)]
 """A non-empty filesystem path given as text."""
 
