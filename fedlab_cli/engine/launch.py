@@ -58,7 +58,6 @@ def strip_nproc(argv: list[str]) -> list[str]:
 def launch(nproc: int, argv: list[str]) -> None:
     """Run ``fedlab <argv>`` in ``nproc`` local processes; raise one line on a worker's failure."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import elastic_launch
 
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # this process speaks in one line
@@ -66,12 +65,29 @@ def launch(nproc: int, argv: list[str]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ["FEDLAB_THREADS"] = str(threads)
     try:
-        elastic_launch(standalone(nproc), sys.executable)("-m", "fedlab_cli", *strip_nproc(argv))
+        elastic_run(nproc, sys.executable, "-m", "fedlab_cli", *strip_nproc(argv))
     except ChildFailedError as err:
         codes = {f.exitcode for f in err.failures.values()}
         if len(codes) == 1 and codes <= SAID_BY_RANK_0:
             raise WorkerRefusedError(codes.pop()) from None
         raise WorkerFailedError(describe_failures(err, nproc)) from None
+
+
+def elastic_run(nproc: int, entry, *args):
+    """``entry(*args)`` in ``nproc`` processes through torch's launcher, this process's signal
+    handlers as they were afterwards (the launcher installs its own for SIGTERM and others and
+    leaves them behind: a later stop request in the same process would go to them)."""
+    from torch.distributed.launcher.api import elastic_launch
+
+    kept = {sig: signal.getsignal(sig) for sig in HANDLED_BY_THE_LAUNCHER}
+    try:
+        return elastic_launch(standalone(nproc), entry)(*args)
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+
+
+HANDLED_BY_THE_LAUNCHER = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 def standalone(nproc: int):

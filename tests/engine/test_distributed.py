@@ -8,6 +8,7 @@ this single process are the reference.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,9 @@ import torch
 from conftest import small_raw_spec
 from distributed_worker import Stop, run_jobs
 from support import one_torch_thread, strip_time
-from torch.distributed.launcher.api import elastic_launch
 
 from fedlab_cli.engine.federation import run
-from fedlab_cli.engine.launch import standalone
+from fedlab_cli.engine.launch import elastic_run
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.spec.load import resolve
 
@@ -55,8 +55,11 @@ SECTIONS = {  # what a method needs beside its own keys (FedPM: a model without 
 
 
 def launch(processes: int, jobs: list) -> None:
-    """The processes ``fedlab run --nproc`` would start, each running ``jobs``."""
-    elastic_launch(standalone(processes), run_jobs)(jobs)
+    """The processes ``fedlab run --nproc`` would start, each running ``jobs``; this process's
+    signal handlers stay as they were (torch's launcher would leave its own behind)."""
+    before = signal.getsignal(signal.SIGTERM)
+    elastic_run(processes, run_jobs, jobs)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def raw_spec(path: Path, method: dict, deterministic: bool, **sections) -> dict:
