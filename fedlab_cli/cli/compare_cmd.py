@@ -146,8 +146,9 @@ def _execute_jobs(
     jobs: int,
     slurm: SlurmOptions,
 ) -> list[CompletedRun]:
-    """The plan as a sweep over methods: in worker processes or a Slurm array. A failed run
-    ends the compare with one line once the others are done (they are kept)."""
+    """The plan as a sweep over methods: in worker processes or a Slurm array. A diverged run
+    is a result of the table, as one by one; a failed run ends the compare with one line once
+    the others are done (they are kept)."""
     fingerprints = read_fingerprints(target)
     by_path = {str(p.path): p for p in plan}
     work = [Job(str(p.path), p.resolved.to_dict()) for p in plan]
@@ -156,20 +157,15 @@ def _execute_jobs(
     for result in launch_options.launch(work, launcher, jobs, slurm, target / "slurm", console):
         planned = by_path[result.path]
         summary = result.summary
-        if result.error is not None or summary.get("status") == "diverged":
-            failed.append(f"{planned.key}: {result.error or summary.get('diverged')}")
+        if result.error is not None:  # a diverged run is a result, as one by one
+            failed.append(f"{planned.key}: {result.error}")
             console.print(f"[red]{planned.key} failed[/red]: {failed[-1]}", highlight=False)
             continue
         if result.init_sha256 is not None:
             fingerprints[planned.key] = result.init_sha256
             atomic_write_text(target / FINGERPRINTS, json.dumps(fingerprints, indent=2) + "\n")
-        how = {"done": "reused", "resume": "resumed", "start": "trained"}[planned.status]
-        console.print(
-            f"{planned.method} seed {planned.seed}: final {summary['final_accuracy']:.2f}% "
-            f"({summary['rounds']} rounds) {how} · {planned.path}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        name = f"{planned.method} seed {planned.seed}"
+        console.print(result_line(name, summary, planned.status, planned.path), **LINE)
         done[planned.key] = CompletedRun(
             planned.method,
             planned.seed,
@@ -182,6 +178,22 @@ def _execute_jobs(
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise fail(f"{failed[0]}{more}; finished runs are kept in {target}", 1)
     return [done[p.key] for p in plan]
+
+
+LINE = {"highlight": False, "soft_wrap": True}
+HOW = {"done": "reused", "resume": "resumed", "start": "trained"}
+
+
+def result_line(name: str, summary: dict, status: str, path: Path) -> str:
+    """One finished run of a compare or sweep: its result, how it came about, where it is."""
+    final = summary["final_accuracy"]
+    result = "final —" if final is None else f"final {final:.2f}%"
+    if summary.get("status") == "diverged":
+        result = f"[bold red]DIVERGED[/bold red] ({summary.get('diverged')}), {result}"
+    return (
+        f"{name}: {result} ({summary['final_metric']}, {summary['rounds']} rounds, "
+        f"{summary['wall_seconds']:.0f} s) {HOW[status]} · {path}"
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -284,18 +296,8 @@ class ProgressView(CompareEvents):
             self.stop.callback(self.session)(record)
 
     def run_done(self, run: PlannedRun, summary: dict) -> None:
-        how = {"done": "reused", "resume": "resumed", "start": "trained"}[run.status]
-        final = summary["final_accuracy"]
-        result = "final —" if final is None else f"final {final:.2f}%"
-        if summary.get("status") == "diverged":
-            result = f"[bold red]DIVERGED[/bold red] ({summary.get('diverged')}), {result}"
-        self.console.print(
-            f"{run.method} seed {run.seed}: {result} "
-            f"({summary['final_metric']}, {summary['rounds']} rounds, "
-            f"{summary['wall_seconds']:.0f} s) {how} · {run.path}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        line = result_line(f"{run.method} seed {run.seed}", summary, run.status, run.path)
+        self.console.print(line, **LINE)
         self.progress.update(self.rounds, visible=False)
         self.progress.advance(self.runs)
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from fedlab_cli.atomic import atomic_write_text
 from fedlab_cli.cli import launch_options
 from fedlab_cli.cli.boundary import report_crashes_in
-from fedlab_cli.cli.compare_cmd import parse_seeds
+from fedlab_cli.cli.compare_cmd import LINE, parse_seeds, result_line
 from fedlab_cli.cli.errors import fail, user_errors
 from fedlab_cli.cli.plot_cmd import plot_hint
 from fedlab_cli.cli.presets import find_spec
@@ -192,13 +192,7 @@ def _execute(
         if result.error is None and result.summary.get("status") != "diverged":
             failures.pop(name, None)
             summaries[name] = result.summary
-            how = {"done": "reused", "resume": "resumed", "start": "trained"}[run.status]
-            console.print(
-                f"{run.name}: final {result.summary['final_accuracy']:.2f}% "
-                f"({result.summary['rounds']} rounds) {how} · {run.path}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            console.print(result_line(run.name, result.summary, run.status, run.path), **LINE)
         else:
             error = result.error or result.summary.get("diverged", "diverged")
             failures[name] = {"label": run.label, "seed": run.seed, "error": error}

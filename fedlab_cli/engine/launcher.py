@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedlab_cli.engine.rundir import SPEC, RunDir
+from fedlab_cli.errors import TrainingDivergedError
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,9 @@ def run_job(job: Job) -> JobResult:
             initial = federation.initial_sha256 or weights_sha256(federation.population)
         try:
             run(session.federation, on_round=[session.on_round])
-        except Exception as err:  # diverged: summary.json says so, the run stays resumable
-            from fedlab_cli.errors import TrainingDivergedError
-
-            if isinstance(err, TrainingDivergedError):
-                session.finish(diverged=str(err))
+        except TrainingDivergedError as err:  # a result: summary.json says status diverged
+            return JobResult(job.path, session.finish(diverged=str(err)), None, initial)
+        except Exception:
             session.close_loggers()
             raise
         summary = session.finish()

@@ -259,13 +259,15 @@ def test_sigterm_stops_after_the_round_and_a_rerun_continues(spec_file, tmp_path
     assert "fedavg seed 0: resuming at round 1" in again.stderr
 
 
-def test_a_diverged_run_is_reported_in_the_table_not_fatal(spec_file, tmp_path):
+@pytest.mark.parametrize("launch", [[], ["--jobs", "2"]], ids=["one-by-one", "jobs-2"])
+def test_a_diverged_run_is_reported_in_the_table_not_fatal(spec_file, tmp_path, launch):
     """FedProx with μ = 1e38 overflows its proximal term: every seed diverges. The compare still
     ends with exit 0, the table and summary.json name the diverged runs, the baseline's numbers
     are those of its own run dirs, and a rerun reuses the diverged runs instead of retrying."""
     out = tmp_path / "cmp"
     sets = [arg for key, value in LEARNING.items() for arg in ("--set", f"{key}={value}")]
     args = ("fedavg", "fedprox", "--preset", spec_file, "--seeds", "0,1", "--out", out, *sets)
+    args = (*args, *launch)
     result = invoke(*args, "--set", "fedprox:method.mu=1e38")
     assert result.exit_code == 0, result.output
     assert "diverged" in result.output and "DIVERGED with seed 0, 1" in result.output
