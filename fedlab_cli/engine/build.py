@@ -30,7 +30,7 @@ from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.device import resolve_device
 from fedlab_cli.engine.federation import Federation
 from fedlab_cli.engine.forward import vmappable
-from fedlab_cli.engine.method import Method, RunContext, overrides
+from fedlab_cli.engine.method import RunContext, overrides
 from fedlab_cli.engine.population import Population, weights_sha256
 from fedlab_cli.engine.strategies import make_strategy
 from fedlab_cli.engine.trainer import LocalTrainer
@@ -116,7 +116,7 @@ def build_model(resolved: ResolvedSpec, dataset: ImageDataset) -> nn.Module:
     spec = resolved.spec
     model = build(spec.model.name, dataset.num_classes, in_channels=dataset.image_shape[0])
     check_model_accepts(model, dataset)
-    if transforms(resolved.method_cls):
+    if overrides(resolved.method_cls, "transform_model"):
         dense_sha256 = model_sha256(model)
         model = resolved.method_cls.transform_model(model, resolved.method_params)
         model.roles = assign_roles(model)  # the transformed layers declare their own
@@ -125,11 +125,6 @@ def build_model(resolved: ResolvedSpec, dataset: ImageDataset) -> nn.Module:
     if spec.model.init is not None:
         load_init(model, spec.model.init)
     return model
-
-
-def transforms(method_cls: type[Method]) -> bool:
-    """Whether the method changes the architecture (overrides ``transform_model``)."""
-    return method_cls.transform_model.__func__ is not Method.transform_model.__func__
 
 
 def model_sha256(model: nn.Module) -> str:

@@ -25,7 +25,6 @@ import yaml
 
 from fedlab_cli.atomic import atomic_write_text
 from fedlab_cli.engine.federation import RoundRecord, run
-from fedlab_cli.engine.population import weights_sha256
 from fedlab_cli.engine.registry import load_method
 from fedlab_cli.engine.rundir import MANIFEST, PARTITION, SPEC, RunDir
 from fedlab_cli.engine.session import RunSession
@@ -336,9 +335,7 @@ def _complete(
         for leftover in _leftovers(planned.path) or []:
             leftover.unlink()
         session = RunSession.start(planned.resolved, planned.path, progress)
-        federation = session.federation  # the weights before any calibration changed them
-        initial = federation.initial_sha256 or weights_sha256(federation.population)
-        fingerprints[planned.key] = initial
+        fingerprints[planned.key] = session.federation.initial_weights_sha256()
         atomic_write_text(out / FINGERPRINTS, json.dumps(fingerprints, indent=2) + "\n")
     events.run_started(planned, session)
     try:

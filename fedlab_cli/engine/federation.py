@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from fedlab_cli.engine.client_data import ClientData
 from fedlab_cli.engine.method import LocalTrace, Method, host_values
-from fedlab_cli.engine.population import Population, to_device
+from fedlab_cli.engine.population import Population, to_device, weights_sha256
 from fedlab_cli.engine.trainer import LocalTrainer
 from fedlab_cli.engine.world import heartbeat
 from fedlab_cli.errors import TrainingDivergedError
@@ -93,7 +93,13 @@ class Federation:
         self.splits = None
         self.notice: str | None = None
         self._test_union: Tensor | None = None
-        self.initial_sha256: str | None = None  # set by a build whose calibration changes them
+        self.initial_sha256: str | None = None  # set by a build that changed the weights
+
+    def initial_weights_sha256(self) -> str:
+        """The fingerprint of the weights this run started from, as every method of the seed
+        does: the build's, recorded before a model transform or calibration changed them, else
+        the population's own (``compare`` checks that every method saw the same)."""
+        return self.initial_sha256 or weights_sha256(self.population)
 
     def engine_description(self) -> dict[str, str]:
         """How this run executes, ``auto`` settings resolved (for summary.json and the title)."""

@@ -53,11 +53,8 @@ def run_job(job: Job) -> JobResult:
         if (path / SPEC).is_file():
             session = RunSession.resume(path)
         else:
-            from fedlab_cli.engine.population import weights_sha256
-
             session = RunSession.start(resolve(job.spec), path)
-            federation = session.federation  # before any calibration changed the weights
-            initial = federation.initial_sha256 or weights_sha256(federation.population)
+            initial = session.federation.initial_weights_sha256()
         try:
             run(session.federation, on_round=[session.on_round])
         except TrainingDivergedError as err:  # a result: summary.json says status diverged

@@ -42,6 +42,7 @@ Hyperparameters are a pydantic model, ``Params``, owned by the method.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -291,9 +292,11 @@ class Method:
         """Restore what ``state_dict`` returned."""
 
 
-def overrides(method: Method, hook: str) -> bool:
-    """Whether ``method`` overrides a hook of ``Method`` (the engine skips no-op hooks)."""
-    return getattr(type(method), hook) is not getattr(Method, hook)
+def overrides(method: Method | type[Method], hook: str) -> bool:
+    """Whether ``method`` (an instance or a class) overrides a hook of ``Method`` (the engine
+    skips no-op hooks); class methods such as ``transform_model`` included."""
+    owner = method if isinstance(method, type) else type(method)
+    return inspect.getattr_static(owner, hook) is not inspect.getattr_static(Method, hook)
 
 
 def host_values(value: Any) -> Any:

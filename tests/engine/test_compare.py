@@ -16,9 +16,9 @@ from fedlab_cli.engine.compare import (
     execute,
     plan_compare,
     run_path,
-    weights_sha256,
 )
 from fedlab_cli.engine.federation import run
+from fedlab_cli.engine.population import weights_sha256
 from fedlab_cli.engine.rundir import RunDir
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
