@@ -2,7 +2,7 @@
 
 No weight is ever trained: every client holds the same frozen random network (seed-shared) and
 learns, per weight and bias, the probability θ = sigmoid(score) of keeping it, as
-BerivanIsik/sparse-random-networks@cf6b549 runs it (../shared/SPARSE_FL.md §2):
+BerivanIsik/sparse-random-networks@cf6b549 runs it (docs/SPARSE_FL.md §2):
 
     model: every conv/linear layer masked (fedlab_cli/models/masked.py): frozen w = ±e·√(1/fan_in),
            scores s ~ N(0, 1); each forward uses w ⊙ m, m ~ Bernoulli(sigmoid(s)) drawn afresh
@@ -38,7 +38,14 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from fedlab_cli.engine.method import FLOAT_BITS, Method, MethodParams, RunContext, Traffic
+from fedlab_cli.engine.method import (
+    FLOAT_BITS,
+    Method,
+    MethodParams,
+    RunContext,
+    Traffic,
+    binary_entropy,
+)
 from fedlab_cli.engine.population import Population
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import Kind, noise
@@ -66,14 +73,6 @@ class FedPMParams(MethodParams):
     init: Literal["signed_constant", "kaiming_uniform"] = Field(
         "signed_constant", description="frozen weights: ±e·√(1/fan_in) (the code) or the model's"
     )
-
-
-def binary_entropy(f: Tensor) -> Tensor:
-    """H_b(f) in bits, elementwise (0 at f = 0 and f = 1)."""
-    inside = (f > 0) & (f < 1)
-    g = torch.where(inside, f, torch.full_like(f, 0.5))
-    h = -(g * torch.log2(g) + (1 - g) * torch.log2(1 - g))
-    return torch.where(inside, h, torch.zeros_like(h))
 
 
 def coded_bits(ones: Tensor, n: int) -> Tensor:

@@ -35,7 +35,15 @@ from pydantic import Field
 from torch import Tensor
 
 from fedlab_cli.engine.calibration import Calibration, Score
-from fedlab_cli.engine.method import FLOAT_BITS, Block, Method, MethodParams, RunContext, Traffic
+from fedlab_cli.engine.method import (
+    FLOAT_BITS,
+    Block,
+    Method,
+    MethodParams,
+    RunContext,
+    Traffic,
+    binary_entropy,
+)
 from fedlab_cli.engine.population import Population
 from fedlab_cli.errors import FedlabError
 from fedlab_cli.models import Kind
@@ -75,11 +83,6 @@ def check(params: SSFLParams, prunable: int, rounds: int) -> None:
             f"method.warmup_rounds: must be below federation.rounds ({rounds}), or no round "
             f"trains sparse (got {params.warmup_rounds})"
         )
-
-
-def binary_entropy(p: float) -> float:
-    """H(p) in bits: the ideal coded size per entry of a mask of density p."""
-    return 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
 class SSFL(Method):

@@ -60,6 +60,16 @@ if TYPE_CHECKING:
 FLOAT_BITS = 32
 
 
+def binary_entropy(f: Tensor | float) -> Tensor | float:
+    """H_b(f) in bits, elementwise for a tensor (0 at f = 0 and f = 1): the ideal coded size
+    per entry of i.i.d. bits with a share f of ones (SSFL's mask, FedPM's sampled bits)."""
+    t = f if isinstance(f, Tensor) else torch.tensor(f, dtype=torch.float64)
+    inside = (t > 0) & (t < 1)
+    g = torch.where(inside, t, torch.full_like(t, 0.5))
+    h = torch.where(inside, -(g * torch.log2(g) + (1 - g) * torch.log2(1 - g)), 0.0)
+    return h if isinstance(f, Tensor) else float(h)
+
+
 class BlockForward(Protocol):
     """k models on their own inputs: ``[k, ...]`` tensors in, ``[k, b, classes]`` logits out;
     ``train`` picks the mode for this call (default: the current one)."""

@@ -1,6 +1,6 @@
 """Masked-score layers: a frozen random network whose weights are kept with learnt probability.
 
-FedPM (../shared/SPARSE_FL.md §2.1 step 3) never trains a weight. Each conv/linear layer holds
+FedPM (docs/SPARSE_FL.md §2.1 step 3) never trains a weight. Each conv/linear layer holds
 frozen weights and biases (buffers, role ``FROZEN``) and one trainable score per weight and per
 bias (parameters, role ``SCORE``). A forward pass computes θ = sigmoid(score), draws a mask
 m ~ Bernoulli(θ) — afresh on every call, from the engine's per-client noise streams

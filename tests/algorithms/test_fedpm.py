@@ -9,8 +9,9 @@ import torch
 from support import Crash, crash_after, digits_context, strip_time
 from torch import nn
 
-from algorithms.fedpm import FedPM, FedPMParams, binary_entropy
+from algorithms.fedpm import FedPM, FedPMParams
 from fedlab_cli.engine.federation import run
+from fedlab_cli.engine.method import binary_entropy
 from fedlab_cli.engine.population import Population
 from fedlab_cli.engine.session import RunSession
 from fedlab_cli.errors import FedlabError
