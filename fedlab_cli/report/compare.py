@@ -169,19 +169,19 @@ def method_stats(results: list[RunResult]) -> MethodStats:
     and wall-time means; diverged runs are named, not averaged."""
     ordered = sorted(results, key=lambda r: r.seed)
     complete = [r for r in ordered if not r.diverged]
-    finals = [r.final_accuracy for r in complete]
-    globals_ = _all_or_none([r.global_accuracy for r in complete])
+    final_mean, final_std = _mean_and_std([r.final_accuracy for r in complete])
+    global_mean, global_std = _mean_and_std(_all_or_none([r.global_accuracy for r in complete]))
     bpps = _all_or_none([r.uplink_bpp for r in complete])
     return MethodStats(
         method=ordered[0].method,
         final_metric=ordered[0].final_metric,
         seeds=tuple(r.seed for r in ordered),
-        final_mean=statistics.fmean(finals) if finals else None,
-        final_std=statistics.stdev(finals) if len(finals) > 1 else None,
+        final_mean=final_mean,
+        final_std=final_std,
         best_mean=statistics.fmean(r.best_accuracy for r in complete) if complete else None,
         wall_mean=round(statistics.fmean(r.wall_seconds for r in ordered), 3),
-        global_mean=statistics.fmean(globals_) if globals_ else None,
-        global_std=statistics.stdev(globals_) if globals_ and len(globals_) > 1 else None,
+        global_mean=global_mean,
+        global_std=global_std,
         uplink_bpp_mean=statistics.fmean(bpps) if bpps else None,
         diverged=tuple(r.seed for r in ordered if r.diverged),
         variants=_variant_stats(complete),
@@ -192,14 +192,14 @@ def _variant_stats(runs: list[RunResult]) -> dict[str, tuple[float, float | None
     if not runs:
         return {}
     names = set.intersection(*(set(r.global_variants) for r in runs))
-    stats_ = {}
-    for name in sorted(names):
-        values = [r.global_variants[name] for r in runs]
-        stats_[name] = (
-            statistics.fmean(values),
-            statistics.stdev(values) if len(values) > 1 else None,
-        )
-    return stats_
+    return {n: _mean_and_std([r.global_variants[n] for r in runs]) for n in sorted(names)}
+
+
+def _mean_and_std(values: list[float] | None) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof=1); None where there are no values / fewer than two."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def variant_names(c: Comparison) -> list[str]:
