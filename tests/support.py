@@ -32,6 +32,17 @@ def strip_time(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
+def assert_same_run(full, full_summary: dict, resumed, resumed_summary: dict) -> None:
+    """A resumed session ended as the uninterrupted one: every metric line, the summary (but
+    wall time) and every tensor of the population, bit for bit."""
+    assert strip_time(resumed.run_dir.metrics()) == strip_time(full.run_dir.metrics())
+    full_summary.pop("wall_seconds")
+    resumed_summary.pop("wall_seconds")
+    assert resumed_summary == full_summary
+    a, b = full.federation.population.tensors(), resumed.federation.population.tensors()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 def digits_context(dataset: str = "digits", rounds: int = 30) -> RunContext:
     """The RunContext of a small-CNN run on CPU, for calling ``Method.setup`` directly."""
     return RunContext(

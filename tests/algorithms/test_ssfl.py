@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from support import Crash, crash_after, digits_context, strip_time
+from support import Crash, assert_same_run, crash_after, digits_context
 
 from algorithms.ssfl import SSFL, global_top_k
 from fedlab_cli.data.partition import ClientSplits
@@ -401,13 +401,7 @@ def test_resume_equals_uninterrupted_run(make_spec, tmp_path, warmup):
     assert resumed.federation.next_round == 2
     assert bool(resumed.federation.method.mask) == (warmup == 0)
     run(resumed.federation, on_round=[resumed.on_round])
-    resumed_summary = resumed.finish()
-    assert strip_time(resumed.run_dir.metrics()) == strip_time(full.run_dir.metrics())
-    full_summary.pop("wall_seconds")
-    resumed_summary.pop("wall_seconds")
-    assert resumed_summary == full_summary
-    a, b = full.federation.population.tensors(), resumed.federation.population.tensors()
-    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert_same_run(full, full_summary, resumed, resumed.finish())
 
 
 @pytest.mark.parametrize(
